@@ -1,0 +1,86 @@
+"""Full-state checkpoints, written atomically and loaded without executing code."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ganforge.errors import GanforgeError
+
+FORMAT_VERSION = 1
+_NAME = re.compile(r"^checkpoint-(\d{8})\.pt$")
+
+
+def atomic_write(path: Path, write) -> None:
+    """Calls write(file) on a temporary file beside `path`, fsyncs it, then renames it over `path`.
+
+    A crash at any moment leaves either the old file or the complete new one, never a
+    partial file under `path`.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def checkpoint_path(run_dir: Path, step: int) -> Path:
+    return run_dir / "checkpoints" / f"checkpoint-{step:08d}.pt"
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Checkpoint files of a run, oldest first."""
+    folder = run_dir / "checkpoints"
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if _NAME.match(p.name))
+
+
+def save_checkpoint(run_dir: Path, state: dict, keep: int) -> Path:
+    """Writes `state` as the checkpoint of step state['step'] and prunes all but the newest `keep`."""
+    path = checkpoint_path(run_dir, state["step"])
+    atomic_write(path, lambda f: torch.save({"format_version": FORMAT_VERSION, **state}, f))
+    for old in list_checkpoints(run_dir)[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
+    """Loads and validates a checkpoint with weights_only=True: no pickled code can run."""
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises many types for corrupt, truncated or unsafe files
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise GanforgeError(f"checkpoint {path} is corrupt, truncated or unsafe to load ({first[:200]})") from None
+    required = {"format_version", "step", "config", "generator", "discriminator", "g_optimizer", "d_optimizer"}
+    if not isinstance(state, dict) or not required <= state.keys():
+        raise GanforgeError(f"checkpoint {path} is not a ganforge checkpoint: expected keys {', '.join(sorted(required))}")
+    if state["format_version"] != FORMAT_VERSION:
+        raise GanforgeError(f"checkpoint {path} has format version {state['format_version']}: expected {FORMAT_VERSION}")
+    return state
+
+
+def latest_checkpoint(run_dir: Path, map_location: str | torch.device = "cpu") -> tuple[dict | None, list[str]]:
+    """The newest loadable checkpoint of a run (or None) and a warning for each bad newer one."""
+    warnings = []
+    for path in reversed(list_checkpoints(run_dir)):
+        try:
+            return load_checkpoint(path, map_location), warnings
+        except GanforgeError as err:
+            warnings.append(f"{err}; using an older checkpoint")
+    return None, warnings

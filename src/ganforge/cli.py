@@ -1,0 +1,187 @@
+"""The `ganforge` command line: `train` and `sample`.
+
+Every config key is also a flag of `ganforge train` (`--lr_g 0.001` or `--lr-g 0.001`) and a
+`key=value` override; a YAML file sets any of them, and flags win over the file. Bad input
+ends with one line on stderr and exit code 2 (a traceback only with --debug).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ganforge.config import Config, field_names, load_yaml, make_config, parse_overrides, unknown_key
+from ganforge.errors import GanforgeError
+
+KEY_HELP = {
+    "data": "dataset: ring8, grid25, digits (default), mnist:FOLDER, an image folder, or a .npy/.csv file of vectors",
+    "image_size": "images: side in pixels after resize/centre-crop (default: the data's own; 8, 16, 28, 32, 64, ...)",
+    "channels": "images: 1 (grey) or 3 (RGB) (default: 1 if every image is grey)",
+    "on_bad_image": "error (default) or skip: what an unreadable image file in a folder does",
+    "arch": "network pair: mlp or conv (default: conv for images, mlp for vectors)",
+    "latent_dim": "noise dimension (default: lower than the data's: 1 for 2D, 32 for digits, ...)",
+    "noise": "noise distribution: normal (default) or uniform on [-1, 1]",
+    "g_width": "generator width: hidden units (mlp) or base channels (conv)",
+    "d_width": "discriminator width: hidden units (mlp) or base channels (conv)",
+    "g_depth": "mlp generator: hidden layers",
+    "d_depth": "mlp discriminator: hidden layers",
+    "g_extra_layers": "conv generator: extra 3x3 layers at full resolution",
+    "d_extra_layers": "conv discriminator: extra 3x3 layers at full resolution",
+    "g_norm": "generator normalisation: batch or none",
+    "d_norm": "discriminator normalisation: batch or none",
+    "pack": "PacGAN packing: samples the discriminator judges jointly (default 1)",
+    "loss": "minimax, nonsaturating (default), wasserstein, hinge or least_squares",
+    "gp_weight": "WGAN-GP gradient penalty weight (default 0: off)",
+    "r1_gamma": "R1 penalty on real data, weighted gamma/2 (default 0: off)",
+    "steps": "generator steps to train for",
+    "batch_size": "samples per batch (real and generated)",
+    "d_steps_per_g_step": "discriminator steps per generator step (default 1)",
+    "lr_g": "generator learning rate (Adam)",
+    "lr_d": "discriminator learning rate (Adam)",
+    "beta1": "Adam beta1 (default 0.5)",
+    "beta2": "Adam beta2 (default 0.999)",
+    "ema_decay": "moving average of the generator's weights used for samples and export (0: off)",
+    "seed": "random seed (default 0)",
+    "device": "auto (default: cuda if available), cpu, cuda or cuda:N",
+    "out": "run folder (default: runs/<dataset>); an existing run of the same config resumes",
+    "log_every": "steps between metrics.jsonl lines and progress updates",
+    "sample_every": "steps between sample images in OUT/samples",
+    "checkpoint_every": "steps between checkpoints in OUT/checkpoints",
+    "keep_checkpoints": "how many recent checkpoints to keep (default 2)",
+}
+
+TRAIN_EXAMPLES = """examples:
+  ganforge train                                   # digits, about 2 minutes on 2 CPU cores -> runs/digits
+  ganforge train --data ring8 --steps 5000         # 2D mixture of 8 Gaussians -> runs/ring8
+  ganforge train --data mnist:data/mnist --out runs/mnist loss=hinge lr_d=0.0004
+  ganforge train my.yaml --data photos/ --image_size 64 --device cuda
+  ganforge train --new                             # start runs/digits over (the old run is moved aside)
+Run the same command again to resume from the last checkpoint. Config keys can be given as
+--key VALUE or key=VALUE; a YAML file of key: value lines sets any of them."""
+
+SAMPLE_EXAMPLES = """examples:
+  ganforge sample runs/digits --n 64 --out grid.png       # one image grid
+  ganforge sample runs/digits --n 1000 --out samples.npy  # array (1000, 1, 8, 8) in [0, 1]
+  ganforge sample runs/ring8 --n 2500 --out ring.npy      # array (2500, 2)
+  ganforge sample runs/digits --n 100 --out pngs/         # a folder of 100 PNG files"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ganforge",
+        allow_abbrev=False,
+        description="Train generative adversarial networks with PyTorch, sample from them.",
+        epilog="Run 'ganforge train --help' or 'ganforge sample --help' for each command's options.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    train = commands.add_parser(
+        "train", allow_abbrev=False, help="train a GAN (resumes an existing run)", epilog=TRAIN_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train a GAN and write config.json, metrics.jsonl, samples/, checkpoints/ and the exported generator into the run folder.",
+    )
+    train.add_argument("args", nargs="*", metavar="[CONFIG.yaml] [key=value ...]", help="a YAML config file and/or key=value overrides")
+    train.add_argument("--new", action="store_true", help="start over even if the run folder holds a run (it is moved to OUT.old-N)")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    keys = train.add_argument_group("config keys (flags, key=value or YAML)")
+    for name in field_names():
+        flags = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
+        keys.add_argument(*flags, dest=f"key_{name}", metavar="VALUE", help=KEY_HELP.get(name))
+
+    sample = commands.add_parser(
+        "sample", help="draw samples from a trained run", epilog=SAMPLE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Draw N samples from a run's exported generator. The output's form follows --out: "
+        ".npy an array in data space (images in [0, 1]), .png one grid (a scatter plot for 2D data), "
+        ".csv a table (vectors), any other path a folder of one PNG per sample.",
+    )
+    sample.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by 'ganforge train'")
+    sample.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
+    sample.add_argument("--out", required=True, help="output: FILE.npy, FILE.png, FILE.csv or a folder")
+    sample.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    sample.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    sample.add_argument("--force", action="store_true", help="overwrite an existing output")
+    sample.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    return parser
+
+
+def _train(args: argparse.Namespace) -> int:
+    from ganforge.train import train
+
+    yaml_files = [a for a in args.args if "=" not in a]
+    if len(yaml_files) > 1:
+        raise GanforgeError(f"expected at most one config file, got {len(yaml_files)}: {' '.join(yaml_files)}")
+    layers = [load_yaml(yaml_files[0])] if yaml_files else []
+    flags = {name: getattr(args, f"key_{name}") for name in field_names() if getattr(args, f"key_{name}") is not None}
+    layers += [flags, parse_overrides([a for a in args.args if "=" in a])]
+    config: Config = make_config(*layers)
+    try:
+        train(config, new=args.new, progress=not args.quiet, say=lambda m: print(m, file=sys.stderr))
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ganforge.export import load_generator
+    from ganforge.plots import image_grid, save_samples
+    from ganforge.train import pick_device
+
+    if args.n < 1:
+        raise GanforgeError(f"--n {args.n} is invalid: expected an integer >= 1")
+    out = Path(args.out)
+    if out.exists() and not args.force and not (out.is_dir() and not any(out.iterdir())):
+        raise GanforgeError(f"--out {out} exists: choose another path or add --force to overwrite")
+    generator = load_generator(args.run_dir, pick_device(args.device))
+    samples = generator.sample(args.n, seed=args.seed).cpu()
+    is_image = samples.dim() == 4
+    suffix = out.suffix.lower()
+    if suffix == ".npy":
+        np.save(out, samples.numpy().astype(np.float32))
+    elif suffix == ".csv":
+        if is_image:
+            raise GanforgeError(f"--out {out}: CSV holds vectors, but this run generates images: use .npy, .png or a folder")
+        np.savetxt(out, samples.numpy(), delimiter=",", fmt="%.7g")
+    elif suffix == ".png":
+        save_samples(out, samples)
+    elif suffix:
+        raise GanforgeError(f"--out {out}: unknown output type '{suffix}': expected .npy, .png, .csv or a folder")
+    else:
+        if not is_image:
+            raise GanforgeError(f"--out {out}: a folder of PNGs needs images, but this run generates vectors: use .npy or .csv")
+        out.mkdir(parents=True, exist_ok=True)
+        for i, image in enumerate(samples):
+            image_grid(image.unsqueeze(0), columns=1, min_side=1).save(out / f"{i:06d}.png")
+    print(f"wrote {args.n} samples to {out}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args, unknown = parser.parse_known_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        if unknown:
+            flag = unknown[0].split("=")[0]
+            if args.command == "train" and flag.startswith("--"):
+                raise unknown_key(flag[2:].replace("-", "_"), "as a flag")
+            raise GanforgeError(f"unrecognized argument {unknown[0]!r}: see 'ganforge {args.command} --help'")
+        return _train(args) if args.command == "train" else _sample(args)
+    except GanforgeError as err:
+        if args.debug:
+            raise
+        print(f"ganforge: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if args.debug:
+            raise
+        where = f" {err.filename}" if getattr(err, "filename", None) else ""
+        print(f"ganforge: error: cannot read or write{where}: {err.strerror or err}", file=sys.stderr)
+        return 2

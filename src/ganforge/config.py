@@ -1,0 +1,265 @@
+"""The one typed configuration of a training run: defaults, parsing, validation, resolution.
+
+A YAML file, command-line flags and `key=value` overrides all set fields of `Config`, with
+the same names. Fields left at None are "auto": `resolve` fills them from the dataset
+(2D mixtures, vectors or images) so that every run folder holds a fully concrete
+`config.json`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import typing
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import yaml
+
+from ganforge.errors import GanforgeError
+
+
+@dataclass
+class Config:
+    # Data
+    data: str = "digits"  # ring8 | grid25 | digits | mnist:FOLDER | image folder | .npy/.csv file
+    image_size: int | None = None  # images: side in pixels (auto: the data's own)
+    channels: int | None = None  # images: 1 or 3 (auto: 1 if every image is grey)
+    on_bad_image: str = "error"  # error | skip: what an unreadable image file does
+    # Networks
+    arch: str = "auto"  # mlp | conv (auto: conv for images, mlp for vectors)
+    latent_dim: int | None = None
+    noise: str = "normal"  # normal | uniform on [-1, 1]
+    g_width: int | None = None
+    d_width: int | None = None
+    g_depth: int | None = None  # mlp: hidden layers
+    d_depth: int | None = None
+    g_extra_layers: int | None = None  # conv: 3x3 layers at full resolution
+    d_extra_layers: int | None = None
+    g_norm: str | None = None  # batch | none
+    d_norm: str | None = None
+    pack: int = 1  # PacGAN: samples the discriminator judges jointly
+    # Objective and optimisation
+    loss: str = "nonsaturating"  # minimax | nonsaturating | wasserstein | hinge | least_squares
+    gp_weight: float = 0.0  # WGAN-GP gradient penalty weight
+    r1_gamma: float = 0.0  # R1 penalty on real data, weighted gamma / 2
+    steps: int | None = None  # generator steps
+    batch_size: int | None = None
+    d_steps_per_g_step: int = 1
+    lr_g: float | None = None
+    lr_d: float | None = None
+    beta1: float | None = None  # Adam
+    beta2: float | None = None
+    ema_decay: float | None = None  # exponential moving average of G's weights (0: off)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # Run folder
+    out: str | None = None  # auto: runs/<dataset name>
+    log_every: int | None = None  # steps between metrics.jsonl lines
+    sample_every: int | None = None  # steps between sample images
+    checkpoint_every: int | None = None  # steps between checkpoints
+    keep_checkpoints: int = 2
+
+
+CHOICES = {
+    "on_bad_image": ("error", "skip"),
+    "arch": ("auto", "mlp", "conv"),
+    "noise": ("normal", "uniform"),
+    "g_norm": ("batch", "none"),
+    "d_norm": ("batch", "none"),
+    "loss": ("minimax", "nonsaturating", "wasserstein", "hinge", "least_squares"),
+    "channels": (1, 3),
+}
+# Keys a resumed run may change: they steer the run, not what it computes.
+RESUMABLE_CHANGES = {"steps", "device", "out", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints"}
+
+_TYPES = typing.get_type_hints(Config)
+
+
+def field_names() -> list[str]:
+    return [f.name for f in fields(Config)]
+
+
+def unknown_key(key: str, where: str) -> GanforgeError:
+    close = difflib.get_close_matches(key, field_names(), n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(field_names())}"
+    return GanforgeError(f"unknown config key '{key}' {where}{hint}")
+
+
+def _coerce(key: str, value: object) -> object:
+    """Converts a YAML or command-line value to the field's type, or raises a clear error."""
+    kind = _TYPES[key]
+    optional = type(None) in typing.get_args(kind)
+    base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
+    if isinstance(value, str) and value.strip().lower() in ("none", "null", "auto", "") and optional:
+        return None
+    if value is None:
+        if optional:
+            return None
+        raise GanforgeError(f"{key}=None is invalid: expected {base.__name__}")
+    try:
+        if base is bool or isinstance(value, bool):
+            raise ValueError
+        if base is int:
+            number = float(value) if isinstance(value, str) else value
+            if not isinstance(number, (int, float)) or number != int(number):
+                raise ValueError
+            return int(number)
+        if base is float:
+            number = float(value)
+            if not math.isfinite(number):
+                raise ValueError
+            return number
+        if not isinstance(value, (str, int, float)):
+            raise ValueError
+        return str(value)
+    except (ValueError, TypeError, OverflowError):
+        raise GanforgeError(f"{key}={value!r} is invalid: expected {'an integer' if base is int else 'a number' if base is float else 'a string'}") from None
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """['lr_g=0.001', 'loss=hinge'] -> {'lr_g': 0.001, 'loss': 'hinge'} (types checked later)."""
+    result = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip().lstrip("-").replace("-", "_")
+        if not sep or not key:
+            raise GanforgeError(f"'{pair}' is not a key=value override: expected e.g. lr_g=0.0002")
+        if key not in _TYPES:
+            raise unknown_key(key, "on the command line")
+        result[key] = value.strip()
+    return result
+
+
+def load_yaml(path: str | Path) -> dict:
+    """Reads a flat YAML mapping of config keys."""
+    path = Path(path)
+    if not path.is_file():
+        raise GanforgeError(f"config file '{path}' does not exist: expected a YAML file of key: value lines")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise GanforgeError(f"config file '{path}' is not valid YAML ({first})") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise GanforgeError(f"config file '{path}' holds a {type(loaded).__name__}: expected a mapping of key: value lines")
+    for key in loaded:
+        if key not in _TYPES:
+            raise unknown_key(str(key), f"in {path}")
+    return loaded
+
+
+def make_config(*layers: dict) -> Config:
+    """Builds a Config from dicts applied in order (later wins), coercing and validating each value."""
+    config = Config()
+    for layer in layers:
+        for key, value in layer.items():
+            if key not in _TYPES:
+                raise unknown_key(str(key), "")
+            setattr(config, key, _coerce(key, value))
+    validate(config)
+    return config
+
+
+def _require(ok: bool, key: str, value: object, expected: str) -> None:
+    if not ok:
+        raise GanforgeError(f"{key}={value!r} is invalid: expected {expected}")
+
+
+def validate(config: Config) -> None:
+    """Checks every set value; None (auto) always passes."""
+    for key, options in CHOICES.items():
+        value = getattr(config, key)
+        _require(value is None or value in options, key, value, "one of " + ", ".join(map(str, options)))
+    positive = ("image_size", "latent_dim", "g_width", "d_width", "g_depth", "d_depth", "pack", "steps",
+                "batch_size", "d_steps_per_g_step", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints")
+    for key in positive:
+        value = getattr(config, key)
+        _require(value is None or value >= 1, key, value, "an integer >= 1")
+    for key in ("g_extra_layers", "d_extra_layers"):
+        value = getattr(config, key)
+        _require(value is None or value >= 0, key, value, "an integer >= 0")
+    for key in ("lr_g", "lr_d"):
+        value = getattr(config, key)
+        _require(value is None or 0 < value < 10, key, value, "a learning rate > 0")
+    for key in ("beta1", "beta2"):
+        value = getattr(config, key)
+        _require(value is None or 0 <= value < 1, key, value, "a number in [0, 1)")
+    _require(config.ema_decay is None or 0 <= config.ema_decay < 1, "ema_decay", config.ema_decay, "a number in [0, 1)")
+    _require(config.gp_weight >= 0, "gp_weight", config.gp_weight, "a number >= 0")
+    _require(config.r1_gamma >= 0, "r1_gamma", config.r1_gamma, "a number >= 0")
+    device = config.device
+    _require(device in ("auto", "cpu", "cuda", "mps") or device.startswith("cuda:"), "device", device, "auto, cpu, cuda or cuda:N")
+    _require(bool(config.data.strip()), "data", config.data, "a dataset name or path")
+    if config.batch_size is not None:
+        _require(config.batch_size % config.pack == 0, "batch_size", config.batch_size, f"a multiple of pack={config.pack}")
+
+
+# Defaults by kind of data. Mixtures: a small MLP GAN; images: DCGAN.
+PRESETS: dict[str, dict] = {
+    "mixture": dict(
+        arch="mlp", latent_dim=1, g_width=128, d_width=128, g_depth=3, d_depth=3, g_norm="none", d_norm="none",
+        steps=10_000, batch_size=256, lr_g=1e-3, lr_d=1e-3, beta1=0.5, beta2=0.999, ema_decay=0.999,
+        log_every=200, sample_every=2_000, checkpoint_every=5_000,
+    ),
+    "vectors": dict(
+        arch="mlp", g_width=256, d_width=256, g_depth=3, d_depth=3, g_norm="none", d_norm="none",
+        steps=10_000, batch_size=128, lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999, ema_decay=0.999,
+        log_every=200, sample_every=2_000, checkpoint_every=5_000,
+    ),
+    "images": dict(
+        arch="conv", g_width=64, d_width=64, g_extra_layers=0, d_extra_layers=0, g_norm="batch", d_norm="batch",
+        steps=10_000, batch_size=64, lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999, ema_decay=0.999,
+        log_every=100, sample_every=1_000, checkpoint_every=2_000,
+    ),
+    # scikit-learn's 8x8 digits: small nets, many short steps, done in about two minutes on 2 CPU cores.
+    "digits": dict(
+        arch="conv", latent_dim=32, g_width=64, d_width=64, g_extra_layers=1, d_extra_layers=1,
+        g_norm="batch", d_norm="batch", steps=3_000, batch_size=64, lr_g=2e-4, lr_d=2e-4,
+        beta1=0.5, beta2=0.999, ema_decay=0.999, log_every=100, sample_every=500, checkpoint_every=1_000,
+    ),
+}
+
+
+def preset_name(config: Config, kind: str, sample_shape: tuple[int, ...]) -> str:
+    if config.data in ("ring8", "grid25"):
+        return "mixture"
+    if config.data == "digits":
+        return "digits"
+    return "images" if kind == "images" else "vectors"
+
+
+def resolve(config: Config, kind: str, sample_shape: tuple[int, ...], run_name: str) -> Config:
+    """Fills every auto (None) field from the preset for this data; returns a new Config."""
+    preset = PRESETS[preset_name(config, kind, sample_shape)]
+    values = dataclasses.asdict(config)
+    for key, value in preset.items():
+        if values[key] is None:
+            values[key] = value
+    if values["arch"] == "auto":
+        values["arch"] = preset["arch"]
+    if kind == "images":
+        values["channels"] = sample_shape[0]
+        values["image_size"] = sample_shape[-1]
+    elif values["arch"] == "conv":
+        raise GanforgeError(f"arch='conv' needs image data, but data='{config.data}' holds vectors: use arch=mlp")
+    dim = math.prod(sample_shape)
+    if values["latent_dim"] is None:
+        # Lower than the data's dimension, as the generator maps a thin latent space onto the data.
+        values["latent_dim"] = max(1, min(100, dim // 8 if kind == "images" else dim // 2))
+    if values["out"] is None:
+        values["out"] = str(Path("runs") / run_name)
+    if values["checkpoint_every"] > values["steps"]:
+        values["checkpoint_every"] = values["steps"]
+    resolved = Config(**values)
+    validate(resolved)
+    return resolved
+
+
+def diff(saved: dict, current: Config) -> list[str]:
+    """Keys (outside RESUMABLE_CHANGES) whose values differ between a saved and a current config."""
+    now = dataclasses.asdict(current)
+    return [f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k]]

@@ -1,0 +1,15 @@
+"""Training data: built-in datasets and real files, held in memory and batched on the device.
+
+`load_dataset(spec)` understands:
+- `ring8`, `grid25`: the standard 2D Gaussian mixtures;
+- `digits`: scikit-learn's 8x8 handwritten digits (1,797 images, no download);
+- `mnist:PATH`: MNIST-format IDX files (gzipped or not) in a folder;
+- a folder of images, optionally one sub-folder per class;
+- a `.npy` or `.csv` file of vectors, one row per sample.
+"""
+
+from ganforge.data.dataset import Dataset
+from ganforge.data.load import load_dataset
+from ganforge.data.sampler import BatchSampler
+
+__all__ = ["BatchSampler", "Dataset", "load_dataset"]

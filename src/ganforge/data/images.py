@@ -1,0 +1,185 @@
+"""Image datasets: scikit-learn's digits, MNIST IDX files and folders of image files."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+
+from ganforge.data.dataset import Dataset
+from ganforge.errors import GanforgeError
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+IMAGE_TRANSFORM = {"kind": "image"}
+
+
+def resize_tensor(images: torch.Tensor, size: int | None) -> torch.Tensor:
+    """uint8 (n, c, h, w) -> uint8 (n, c, size, size), antialiased; unchanged if already that size."""
+    if size is None or images.shape[-2:] == (size, size):
+        return images
+    resized = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return resized.round().clamp(0, 255).to(torch.uint8)
+
+
+def load_digits(image_size: int | None = None) -> Dataset:
+    """scikit-learn's 1,797 8x8 digits (grey levels 0..16), as uint8 (1797, 1, 8, 8)."""
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    digits = sklearn_digits()
+    images = torch.from_numpy(np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)).unsqueeze(1)
+    return Dataset(
+        name="digits",
+        kind="images",
+        samples=resize_tensor(images, image_size),
+        transform=IMAGE_TRANSFORM,
+        labels=torch.from_numpy(digits.target).long(),
+    )
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Reads an IDX file (MNIST's format), gzipped or not, into a numpy array."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+    except (OSError, EOFError) as err:
+        raise GanforgeError(f"{path}: cannot read IDX file ({err})") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08 or not 1 <= raw[3] <= 4:
+        raise GanforgeError(f"{path}: not an IDX file of unsigned bytes (bad magic number {raw[:4].hex()})")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected = int(np.prod(shape))
+    if len(raw) != header + expected:
+        raise GanforgeError(f"{path}: IDX file is truncated or corrupt: header says {shape} = {expected} bytes, found {len(raw) - header}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def _find_idx(folder: Path, stem: str) -> Path | None:
+    for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def load_mnist(folder: Path, image_size: int | None = None, split: str = "train") -> Dataset:
+    """MNIST-format IDX files from `folder`: `{train,t10k}-images-idx3-ubyte[.gz]` and labels."""
+    if not folder.is_dir():
+        raise GanforgeError(f"data='mnist:{folder}': no such folder: expected a folder with MNIST IDX files")
+    prefix = "train" if split == "train" else "t10k"
+    images_path = _find_idx(folder, f"{prefix}-images-idx3-ubyte")
+    if images_path is None:
+        raise GanforgeError(f"{folder}: no {prefix}-images-idx3-ubyte[.gz] file: expected MNIST IDX files in this folder")
+    images = read_idx(images_path)
+    if images.ndim != 3:
+        raise GanforgeError(f"{images_path}: expected an IDX file of images (3 dimensions), found {images.ndim}")
+    labels = None
+    labels_path = _find_idx(folder, f"{prefix}-labels-idx1-ubyte")
+    if labels_path is not None:
+        labels_array = read_idx(labels_path)
+        if labels_array.shape != (images.shape[0],):
+            raise GanforgeError(f"{labels_path}: {labels_array.shape[0]} labels for {images.shape[0]} images")
+        labels = torch.from_numpy(labels_array.astype(np.int64))
+    tensor = torch.from_numpy(images.copy()).unsqueeze(1)
+    return Dataset(
+        name=f"mnist:{folder}",
+        kind="images",
+        samples=resize_tensor(tensor, image_size),
+        transform=IMAGE_TRANSFORM,
+        labels=labels,
+        info={"files": str(images_path)},
+    )
+
+
+def _list_images(folder: Path) -> list[Path]:
+    files = []
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        dirs.sort()
+        files += [Path(root) / n for n in sorted(names) if Path(n).suffix.lower() in IMAGE_EXTENSIONS and not n.startswith(".")]
+    return files
+
+
+def _square(image: Image.Image, size: int) -> Image.Image:
+    """Resize the shorter side to `size` and centre-crop to size x size."""
+    w, h = image.size
+    scale = size / min(w, h)
+    if (w, h) != (size, size):
+        image = image.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.Resampling.LANCZOS)
+        w, h = image.size
+        left, top = (w - size) // 2, (h - size) // 2
+        image = image.crop((left, top, left + size, top + size))
+    return image
+
+
+def _is_grey(image: Image.Image) -> bool:
+    return image.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
+
+
+def _to_mode(image: Image.Image, channels: int) -> Image.Image:
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        # 16-bit or float grey: scale to 8 bits by the image's own range.
+        array = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I") and array.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(array * (255.0 / top), 0, 255).astype(np.uint8), "L")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        # Composite transparent pixels onto white rather than whatever colour they hide.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("L" if channels == 1 else "RGB")
+
+
+def load_image_folder(
+    folder: Path, image_size: int | None = None, channels: int | None = None, on_bad_image: str = "error"
+) -> Dataset:
+    """Every image under `folder` as uint8 (n, channels, size, size).
+
+    Sub-folders one level down name classes (ImageFolder layout). `image_size` defaults to
+    the images' own size when they are all square and the same size; `channels` defaults
+    to 1 when every image is grey, else 3. Unreadable files raise an error naming the file,
+    or are skipped with a warning count when `on_bad_image="skip"`.
+    """
+    files = _list_images(folder)
+    if not files:
+        raise GanforgeError(f"data='{folder}': no image files found: expected {', '.join(sorted(IMAGE_EXTENSIONS))} files")
+    opened: list[tuple[Path, Image.Image]] = []
+    bad: list[str] = []
+    for path in files:
+        try:
+            with Image.open(path) as image:
+                image.load()
+                opened.append((path, image.copy() if image.mode != "P" else image.convert("RGBA")))
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
+            if on_bad_image != "skip":
+                raise GanforgeError(f"{path}: cannot read image ({type(err).__name__}: {err}); set on_bad_image=skip to skip bad files") from None
+            bad.append(str(path))
+    if not opened:
+        raise GanforgeError(f"data='{folder}': none of the {len(files)} image files could be read")
+    if channels is None:
+        channels = 1 if all(_is_grey(image) for _, image in opened) else 3
+    if image_size is None:
+        sizes = {image.size for _, image in opened}
+        w, h = next(iter(sizes))
+        image_size = w if len(sizes) == 1 and w == h else 64
+    arrays = np.empty((len(opened), image_size, image_size, channels), dtype=np.uint8)
+    for i, (_, image) in enumerate(opened):
+        arrays[i] = np.asarray(_square(_to_mode(image, channels), image_size)).reshape(image_size, image_size, channels)
+    classes = sorted({path.parent.relative_to(folder).parts[0] for path, _ in opened if path.parent != folder})
+    labels = None
+    if classes and all(path.parent != folder for path, _ in opened):
+        index = {name: i for i, name in enumerate(classes)}
+        labels = torch.tensor([index[path.parent.relative_to(folder).parts[0]] for path, _ in opened])
+    return Dataset(
+        name=str(folder),
+        kind="images",
+        samples=torch.from_numpy(arrays).permute(0, 3, 1, 2).contiguous(),
+        transform=IMAGE_TRANSFORM,
+        labels=labels,
+        info={"classes": classes, "skipped_files": bad},
+    )

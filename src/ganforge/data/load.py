@@ -1,0 +1,39 @@
+"""Turns a data spec (`digits`, `mnist:PATH`, a folder, a file) into a Dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ganforge.data.dataset import Dataset
+from ganforge.data.images import load_digits, load_image_folder, load_mnist
+from ganforge.data.toy import load_mixture
+from ganforge.data.vectors import load_vectors
+from ganforge.errors import GanforgeError
+
+BUILTIN = ("ring8", "grid25", "digits")
+SPEC_HELP = "ring8, grid25, digits, mnist:FOLDER, an image folder, or a .npy/.csv file"
+
+
+def load_dataset(
+    spec: str,
+    image_size: int | None = None,
+    channels: int | None = None,
+    on_bad_image: str = "error",
+) -> Dataset:
+    """Loads the dataset named by `spec` (see the module docstring) onto the CPU."""
+    if spec in ("ring8", "grid25"):
+        return load_mixture(spec)
+    if spec == "digits":
+        return load_digits(image_size)
+    if spec.startswith("mnist:"):
+        return load_mnist(Path(spec[len("mnist:") :]).expanduser(), image_size)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return load_image_folder(path, image_size, channels, on_bad_image)
+    if path.suffix.lower() in (".npy", ".csv"):
+        if not path.is_file():
+            raise GanforgeError(f"data='{spec}': no such file")
+        return load_vectors(path)
+    if path.exists():
+        raise GanforgeError(f"data='{spec}' is not a dataset this version reads: expected {SPEC_HELP}")
+    raise GanforgeError(f"data='{spec}' is neither a built-in dataset nor an existing path: expected {SPEC_HELP}")

@@ -1,0 +1,77 @@
+"""Vector datasets: `.npy` arrays and `.csv` tables, one row per sample."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ganforge.data.dataset import Dataset
+from ganforge.errors import GanforgeError
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except ValueError as err:
+        raise GanforgeError(f"{path}: cannot read .npy file ({err}): expected a numeric array saved by numpy.save") from None
+    except (OSError, EOFError) as err:
+        raise GanforgeError(f"{path}: cannot read .npy file: truncated or corrupt ({err})") from None
+    if array.dtype.kind not in "biuf":
+        raise GanforgeError(f"{path}: array of dtype {array.dtype} is not numeric: expected integers or floats")
+    return array
+
+
+def _load_csv(path: Path) -> np.ndarray:
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = [row for row in csv.reader(f) if row and any(cell.strip() for cell in row)]
+    except (OSError, UnicodeDecodeError) as err:
+        raise GanforgeError(f"{path}: cannot read CSV file ({err})") from None
+    if rows and not _is_numeric_row(rows[0]):
+        rows = rows[1:]  # a header line
+    if not rows:
+        raise GanforgeError(f"{path}: no data rows: expected one numeric row per sample")
+    width = len(rows[0])
+    values = np.empty((len(rows), width), dtype=np.float64)
+    for i, row in enumerate(rows):
+        if len(row) != width:
+            raise GanforgeError(f"{path}: line {i + 1} has {len(row)} columns: expected {width} like the first row")
+        for j, cell in enumerate(row):
+            try:
+                values[i, j] = float(cell)
+            except ValueError:
+                raise GanforgeError(f"{path}: row {i + 1}, column {j + 1} is {cell.strip()!r}: expected a number") from None
+    return values
+
+
+def _is_numeric_row(row: list[str]) -> bool:
+    try:
+        [float(cell) for cell in row]
+    except ValueError:
+        return False
+    return True
+
+
+def load_vectors(path: Path) -> Dataset:
+    """Rows of a .npy (n, dim) or (n,) array or a .csv table, standardised per column for training."""
+    array = _load_npy(path) if path.suffix.lower() == ".npy" else _load_csv(path)
+    if array.ndim == 1:
+        array = array[:, None]
+    if array.ndim != 2 or array.shape[0] < 2 or array.shape[1] < 1:
+        raise GanforgeError(f"{path}: array of shape {array.shape} is not a table of vectors: expected (samples, features) with at least 2 samples")
+    array = array.astype(np.float64)
+    if not np.isfinite(array).all():
+        row = int(np.argwhere(~np.isfinite(array))[0][0])
+        raise GanforgeError(f"{path}: row {row + 1} holds NaN or Inf: expected finite numbers")
+    shift = array.mean(axis=0)
+    scale = array.std(axis=0)
+    scale[scale == 0] = 1.0
+    return Dataset(
+        name=str(path),
+        kind="vectors",
+        samples=torch.from_numpy(array.astype(np.float32)),
+        transform={"kind": "affine", "shift": shift.tolist(), "scale": scale.tolist()},
+    )

@@ -1,0 +1,83 @@
+"""GAN losses on discriminator logits, and the discriminator's gradient penalties.
+
+Every loss maps logits to a scalar that its player minimises:
+`generator(fake_logits)` and `discriminator(real_logits, fake_logits)`. For the
+probability-based losses D(x) = sigmoid(logit); log-sigmoid terms are computed with
+softplus, which is exact and stable for any logit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ganforge.errors import GanforgeError
+
+
+@dataclass(frozen=True)
+class GanLoss:
+    name: str
+    generator: Callable[[Tensor], Tensor]
+    discriminator: Callable[[Tensor, Tensor], Tensor]
+    # True when D(x) = sigmoid(logit) is a probability; else the logit is a critic score.
+    probabilistic: bool
+
+
+def _d_cross_entropy(real: Tensor, fake: Tensor) -> Tensor:
+    # -log D(x) - log(1 - D(G(z))), with -log sigmoid(t) = softplus(-t), -log(1 - sigmoid(t)) = softplus(t).
+    return F.softplus(-real).mean() + F.softplus(fake).mean()
+
+
+LOSSES = {
+    loss.name: loss
+    for loss in (
+        # Original saturating form: G minimises log(1 - D(G(z))) = -softplus(fake).
+        GanLoss("minimax", lambda fake: -F.softplus(fake).mean(), _d_cross_entropy, True),
+        # G minimises -log D(G(z)) = softplus(-fake): strong gradients when D wins.
+        GanLoss("nonsaturating", lambda fake: F.softplus(-fake).mean(), _d_cross_entropy, True),
+        GanLoss("wasserstein", lambda fake: -fake.mean(), lambda real, fake: fake.mean() - real.mean(), False),
+        GanLoss(
+            "hinge",
+            lambda fake: -fake.mean(),
+            lambda real, fake: F.relu(1 - real).mean() + F.relu(1 + fake).mean(),
+            False,
+        ),
+        # LSGAN with targets a=0 (fake), b=1 (real) for D and c=1 for G.
+        GanLoss(
+            "least_squares",
+            lambda fake: 0.5 * (fake - 1).pow(2).mean(),
+            lambda real, fake: 0.5 * (real - 1).pow(2).mean() + 0.5 * fake.pow(2).mean(),
+            False,
+        ),
+    )
+}
+
+
+def get_loss(name: str) -> GanLoss:
+    if name not in LOSSES:
+        raise GanforgeError(f"loss={name!r} is not a GAN loss: expected one of {', '.join(LOSSES)}")
+    return LOSSES[name]
+
+
+def _input_gradient(discriminator: nn.Module, x: Tensor) -> Tensor:
+    """d(sum of logits)/dx, shape of x, kept in the graph so a penalty on it trains D."""
+    x = x.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(discriminator(x).sum(), x, create_graph=True)
+    return grad
+
+
+def gradient_penalty(discriminator: nn.Module, real: Tensor, fake: Tensor, rng: torch.Generator | None = None) -> Tensor:
+    """WGAN-GP: E[(||grad D(x_hat)||_2 - 1)^2] at random interpolates of real and fake."""
+    shape = (real.shape[0],) + (1,) * (real.dim() - 1)
+    alpha = torch.rand(shape, device=real.device, generator=rng)
+    grad = _input_gradient(discriminator, torch.lerp(fake.detach(), real.detach(), alpha))
+    return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
+
+
+def r1_penalty(discriminator: nn.Module, real: Tensor) -> Tensor:
+    """R1 (Mescheder et al. 2018): E[||grad D(x)||_2^2] on real data, to be scaled by gamma / 2."""
+    return _input_gradient(discriminator, real).flatten(1).pow(2).sum(dim=1).mean()

@@ -1,0 +1,231 @@
+"""Generator and discriminator networks.
+
+Two pairs ship with ganforge: an MLP pair for vector data and a DCGAN-style convolutional
+pair for images. Each network's constructor arguments are its whole configuration: they
+are saved beside its weights (`net.config`), so `build_network(name, config)` rebuilds it
+without any training code. Any `torch.nn.Module` can stand in for either player.
+
+Discriminators return raw logits of shape (batch // pack,): PacGAN packing concatenates
+`pack` samples into one discriminator input, so the discriminator judges them jointly.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ganforge.errors import GanforgeError
+
+NORMS = ("batch", "none")
+
+
+def _norm1d(kind: str, features: int) -> nn.Module:
+    return nn.BatchNorm1d(features) if kind == "batch" else nn.Identity()
+
+
+def _norm2d(kind: str, channels: int) -> nn.Module:
+    return nn.BatchNorm2d(channels) if kind == "batch" else nn.Identity()
+
+
+def _check(name: str, value: object, ok: bool, expected: str) -> None:
+    if not ok:
+        raise GanforgeError(f"{name}={value!r} is invalid: expected {expected}")
+
+
+class MLPGenerator(nn.Module):
+    """Maps z (batch, latent_dim) to vectors (batch, data_dim) through `depth` hidden layers."""
+
+    def __init__(self, latent_dim: int, data_dim: int, width: int = 128, depth: int = 3, norm: str = "none"):
+        super().__init__()
+        _check("latent_dim", latent_dim, latent_dim >= 1, "an integer >= 1")
+        _check("g_width", width, width >= 1, "an integer >= 1")
+        _check("g_depth", depth, depth >= 1, "an integer >= 1")
+        _check("g_norm", norm, norm in NORMS, f"one of {', '.join(NORMS)}")
+        self.config = dict(latent_dim=latent_dim, data_dim=data_dim, width=width, depth=depth, norm=norm)
+        layers: list[nn.Module] = []
+        features = latent_dim
+        for _ in range(depth):
+            layers += [nn.Linear(features, width), _norm1d(norm, width), nn.ReLU()]
+            features = width
+        layers.append(nn.Linear(features, data_dim))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
+class MLPDiscriminator(nn.Module):
+    """Maps vectors (batch, data_dim) to logits (batch // pack,)."""
+
+    def __init__(self, data_dim: int, width: int = 128, depth: int = 3, norm: str = "none", pack: int = 1):
+        super().__init__()
+        _check("d_width", width, width >= 1, "an integer >= 1")
+        _check("d_depth", depth, depth >= 1, "an integer >= 1")
+        _check("d_norm", norm, norm in NORMS, f"one of {', '.join(NORMS)}")
+        _check("pack", pack, pack >= 1, "an integer >= 1")
+        self.config = dict(data_dim=data_dim, width=width, depth=depth, norm=norm, pack=pack)
+        self.pack = pack
+        layers: list[nn.Module] = []
+        features = data_dim * pack
+        for _ in range(depth):
+            layers += [nn.Linear(features, width), _norm1d(norm, width), nn.LeakyReLU(0.2)]
+            features = width
+        layers.append(nn.Linear(features, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # (batch, data_dim) -> (batch // pack, pack * data_dim): pack samples side by side.
+        return self.net(x.reshape(x.shape[0] // self.pack, -1)).squeeze(1)
+
+
+def conv_layout(resolution: int) -> tuple[int, int]:
+    """Returns (base, upsamplings) with resolution == base * 2**upsamplings and base >= 4 minimal.
+
+    8 -> (4, 1), 16 -> (4, 2), 28 -> (7, 2), 32 -> (4, 3), 64 -> (4, 4).
+    """
+    if not isinstance(resolution, int) or resolution < 4:
+        raise GanforgeError(f"image_size={resolution!r} is invalid: expected an integer >= 4")
+    upsamplings = 0
+    base = resolution
+    while base % 2 == 0 and base // 2 >= 4:
+        base //= 2
+        upsamplings += 1
+    if base > 8 and upsamplings == 0:
+        raise GanforgeError(
+            f"image_size={resolution} is not supported by the conv networks: "
+            "expected 4..8 times a power of two (e.g. 8, 16, 28, 32, 64)"
+        )
+    return base, upsamplings
+
+
+class ConvGenerator(nn.Module):
+    """DCGAN generator: z (batch, latent_dim) -> images (batch, channels, resolution, resolution) in [-1, 1].
+
+    A transposed convolution lifts z to a base x base map with width * 2**(upsamplings-1)
+    channels; each stride-2 transposed convolution doubles the size and halves the
+    channels; `extra_layers` 3x3 convolutions refine at full resolution. At resolution 64,
+    width 64 this is exactly the DCGAN generator.
+    """
+
+    def __init__(
+        self,
+        latent_dim: int,
+        channels: int,
+        resolution: int,
+        width: int = 64,
+        extra_layers: int = 0,
+        norm: str = "batch",
+    ):
+        super().__init__()
+        _check("latent_dim", latent_dim, latent_dim >= 1, "an integer >= 1")
+        _check("g_width", width, width >= 1, "an integer >= 1")
+        _check("g_norm", norm, norm in NORMS, f"one of {', '.join(NORMS)}")
+        self.config = dict(
+            latent_dim=latent_dim, channels=channels, resolution=resolution,
+            width=width, extra_layers=extra_layers, norm=norm,
+        )
+        base, upsamplings = conv_layout(resolution)
+        hidden = width * 2 ** max(upsamplings - 1, 0)
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(latent_dim, hidden, base, 1, 0, bias=norm == "none"),
+            _norm2d(norm, hidden),
+            nn.ReLU(True),
+        ]
+        for i in range(upsamplings):
+            last = i == upsamplings - 1 and extra_layers == 0
+            out = channels if last else max(hidden // 2, width)
+            layers.append(nn.ConvTranspose2d(hidden, out, 4, 2, 1, bias=last or norm == "none"))
+            if not last:
+                layers += [_norm2d(norm, out), nn.ReLU(True)]
+            hidden = out
+        for i in range(extra_layers):
+            last = i == extra_layers - 1
+            out = channels if last else hidden
+            layers.append(nn.Conv2d(hidden, out, 3, 1, 1, bias=last or norm == "none"))
+            if not last:
+                layers += [_norm2d(norm, out), nn.ReLU(True)]
+        layers.append(nn.Tanh())
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        # (batch, latent_dim) -> (batch, latent_dim, 1, 1): z as a 1x1 feature map.
+        return self.net(z.reshape(z.shape[0], -1, 1, 1))
+
+
+class ConvDiscriminator(nn.Module):
+    """DCGAN discriminator: images (batch, channels, r, r) -> logits (batch // pack,).
+
+    Stride-2 convolutions halve the size down to base x base (no normalisation on the
+    first, as in DCGAN), then a base x base convolution gives one logit.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        resolution: int,
+        width: int = 64,
+        extra_layers: int = 0,
+        norm: str = "batch",
+        pack: int = 1,
+    ):
+        super().__init__()
+        _check("d_width", width, width >= 1, "an integer >= 1")
+        _check("d_norm", norm, norm in NORMS, f"one of {', '.join(NORMS)}")
+        _check("pack", pack, pack >= 1, "an integer >= 1")
+        self.config = dict(
+            channels=channels, resolution=resolution, width=width,
+            extra_layers=extra_layers, norm=norm, pack=pack,
+        )
+        self.pack = pack
+        base, upsamplings = conv_layout(resolution)
+        hidden = channels * pack
+        layers: list[nn.Module] = []
+        for i in range(extra_layers):
+            layers += [nn.Conv2d(hidden, width, 3, 1, 1, bias=i == 0 or norm == "none")]
+            layers += [nn.Identity() if i == 0 else _norm2d(norm, width), nn.LeakyReLU(0.2, True)]
+            hidden = width
+        for i in range(upsamplings):
+            out = width * 2**i
+            first = i == 0 and extra_layers == 0
+            layers.append(nn.Conv2d(hidden, out, 4, 2, 1, bias=first or norm == "none"))
+            layers += [nn.Identity() if first else _norm2d(norm, out), nn.LeakyReLU(0.2, True)]
+            hidden = out
+        layers.append(nn.Conv2d(hidden, 1, base, 1, 0))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # (batch, c, h, w) -> (batch // pack, pack * c, h, w): pack samples along channels.
+        b, c, h, w = x.shape
+        return self.net(x.reshape(b // self.pack, self.pack * c, h, w)).flatten()
+
+
+NETWORKS = {cls.__name__: cls for cls in (MLPGenerator, MLPDiscriminator, ConvGenerator, ConvDiscriminator)}
+
+
+def build_network(name: str, config: dict) -> nn.Module:
+    """Rebuilds a shipped network from its class name and saved constructor config."""
+    if name not in NETWORKS:
+        raise GanforgeError(f"network {name!r} is unknown: expected one of {', '.join(NETWORKS)}")
+    return NETWORKS[name](**config)
+
+
+def init_weights(module: nn.Module) -> None:
+    """DCGAN initialisation for conv nets: N(0, 0.02) weights, BatchNorm N(1, 0.02) scale."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def data_dim(shape: tuple[int, ...]) -> int:
+    return math.prod(shape)
