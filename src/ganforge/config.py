@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from ganforge.errors import GanforgeError
+from ganforge.presets import PRESETS
 
 
 @dataclass
@@ -196,32 +197,6 @@ def validate(config: Config) -> None:
     _require(bool(config.data.strip()), "data", config.data, "a dataset name or path")
     if config.batch_size is not None:
         _require(config.batch_size % config.pack == 0, "batch_size", config.batch_size, f"a multiple of pack={config.pack}")
-
-
-# Defaults by kind of data. Mixtures: a small MLP GAN; images: DCGAN.
-PRESETS: dict[str, dict] = {
-    "mixture": dict(
-        arch="mlp", latent_dim=1, g_width=128, d_width=128, g_depth=3, d_depth=3, g_norm="none", d_norm="none",
-        steps=10_000, batch_size=256, lr_g=1e-3, lr_d=1e-3, beta1=0.5, beta2=0.999, ema_decay=0.999,
-        log_every=200, sample_every=2_000, checkpoint_every=5_000,
-    ),
-    "vectors": dict(
-        arch="mlp", g_width=256, d_width=256, g_depth=3, d_depth=3, g_norm="none", d_norm="none",
-        steps=10_000, batch_size=128, lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999, ema_decay=0.999,
-        log_every=200, sample_every=2_000, checkpoint_every=5_000,
-    ),
-    "images": dict(
-        arch="conv", g_width=64, d_width=64, g_extra_layers=0, d_extra_layers=0, g_norm="batch", d_norm="batch",
-        steps=10_000, batch_size=64, lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999, ema_decay=0.999,
-        log_every=100, sample_every=1_000, checkpoint_every=2_000,
-    ),
-    # scikit-learn's 8x8 digits: small nets, many short steps, done in about two minutes on 2 CPU cores.
-    "digits": dict(
-        arch="conv", latent_dim=32, g_width=64, d_width=64, g_extra_layers=1, d_extra_layers=1,
-        g_norm="batch", d_norm="batch", steps=3_000, batch_size=64, lr_g=2e-4, lr_d=2e-4,
-        beta1=0.5, beta2=0.999, ema_decay=0.999, log_every=100, sample_every=500, checkpoint_every=1_000,
-    ),
-}
 
 
 def preset_name(config: Config, kind: str, sample_shape: tuple[int, ...]) -> str:

@@ -8,8 +8,8 @@ softplus, which is exact and stable for any logit.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F

@@ -21,6 +21,7 @@ from ganforge import rundir
 from ganforge.checkpoint import save_checkpoint
 from ganforge.config import Config, resolve
 from ganforge.data import BatchSampler, Dataset, load_dataset
+from ganforge.data.dataset import to_data_space
 from ganforge.ema import EMA, recalibrate_batchnorm
 from ganforge.errors import GanforgeError
 from ganforge.export import export_generator
@@ -29,7 +30,6 @@ from ganforge.nets import ConvDiscriminator, ConvGenerator, MLPDiscriminator, ML
 from ganforge.noise import NoiseSampler
 from ganforge.plots import save_samples
 from ganforge.steps import discriminator_step, generator_step
-from ganforge.data.dataset import to_data_space
 
 SAMPLE_SEED_OFFSET = 7919  # fixed noise for sample images, apart from the training noise
 
@@ -69,7 +69,7 @@ class _StopRequest:
     def __init__(self) -> None:
         self.requested = False
 
-    def __enter__(self) -> "_StopRequest":
+    def __enter__(self) -> _StopRequest:
         self._saved = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
         return self
 

@@ -35,7 +35,7 @@ class Dataset:
     def sample_shape(self) -> tuple[int, ...]:
         return tuple(self.samples.shape[1:])
 
-    def to(self, device: torch.device) -> "Dataset":
+    def to(self, device: torch.device) -> Dataset:
         self.samples = self.samples.to(device)
         return self
 
