@@ -35,40 +35,58 @@ def _check(name: str, value: object, ok: bool, expected: str) -> None:
 
 
 class MLPGenerator(nn.Module):
-    """Maps z (batch, latent_dim) to vectors (batch, data_dim) through `depth` hidden layers."""
+    """Maps z (batch, latent_dim) to samples (batch, *data_shape) through `depth` hidden layers.
 
-    def __init__(self, latent_dim: int, data_dim: int, width: int = 128, depth: int = 3, norm: str = "none"):
+    `output="tanh"` bounds samples to [-1, 1] (images); `"linear"` leaves them free (vectors).
+    """
+
+    def __init__(
+        self,
+        latent_dim: int,
+        data_shape: list[int],
+        width: int = 128,
+        depth: int = 3,
+        norm: str = "none",
+        output: str = "linear",
+    ):
         super().__init__()
         _check("latent_dim", latent_dim, latent_dim >= 1, "an integer >= 1")
         _check("g_width", width, width >= 1, "an integer >= 1")
         _check("g_depth", depth, depth >= 1, "an integer >= 1")
         _check("g_norm", norm, norm in NORMS, f"one of {', '.join(NORMS)}")
-        self.config = dict(latent_dim=latent_dim, data_dim=data_dim, width=width, depth=depth, norm=norm)
+        _check("output", output, output in ("linear", "tanh"), "linear or tanh")
+        data_shape = [int(d) for d in data_shape]
+        self.config = dict(latent_dim=latent_dim, data_shape=data_shape, width=width, depth=depth, norm=norm, output=output)
+        self.data_shape = tuple(data_shape)
         layers: list[nn.Module] = []
         features = latent_dim
         for _ in range(depth):
             layers += [nn.Linear(features, width), _norm1d(norm, width), nn.ReLU()]
             features = width
-        layers.append(nn.Linear(features, data_dim))
+        layers.append(nn.Linear(features, math.prod(data_shape)))
+        if output == "tanh":
+            layers.append(nn.Tanh())
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z)
+        # (batch, prod(data_shape)) -> (batch, *data_shape)
+        return self.net(z).reshape(z.shape[0], *self.data_shape)
 
 
 class MLPDiscriminator(nn.Module):
-    """Maps vectors (batch, data_dim) to logits (batch // pack,)."""
+    """Maps samples (batch, *data_shape) to logits (batch // pack,)."""
 
-    def __init__(self, data_dim: int, width: int = 128, depth: int = 3, norm: str = "none", pack: int = 1):
+    def __init__(self, data_shape: list[int], width: int = 128, depth: int = 3, norm: str = "none", pack: int = 1):
         super().__init__()
         _check("d_width", width, width >= 1, "an integer >= 1")
         _check("d_depth", depth, depth >= 1, "an integer >= 1")
         _check("d_norm", norm, norm in NORMS, f"one of {', '.join(NORMS)}")
         _check("pack", pack, pack >= 1, "an integer >= 1")
-        self.config = dict(data_dim=data_dim, width=width, depth=depth, norm=norm, pack=pack)
+        data_shape = [int(d) for d in data_shape]
+        self.config = dict(data_shape=data_shape, width=width, depth=depth, norm=norm, pack=pack)
         self.pack = pack
         layers: list[nn.Module] = []
-        features = data_dim * pack
+        features = math.prod(data_shape) * pack
         for _ in range(depth):
             layers += [nn.Linear(features, width), _norm1d(norm, width), nn.LeakyReLU(0.2)]
             features = width
@@ -76,20 +94,22 @@ class MLPDiscriminator(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # (batch, data_dim) -> (batch // pack, pack * data_dim): pack samples side by side.
+        # (batch, *data_shape) -> (batch // pack, pack * prod(data_shape)): pack samples side by side.
         return self.net(x.reshape(x.shape[0] // self.pack, -1)).squeeze(1)
 
 
 def conv_layout(resolution: int) -> tuple[int, int]:
-    """Returns (base, upsamplings) with resolution == base * 2**upsamplings and base >= 4 minimal.
+    """Returns (base, upsamplings) with resolution == base * 2**upsamplings.
 
-    8 -> (4, 1), 16 -> (4, 2), 28 -> (7, 2), 32 -> (4, 3), 64 -> (4, 4).
+    The base is the smallest size >= 4 (DCGAN's 4x4 start), except that small images get
+    at least two stride-2 layers by starting lower, so both networks have some depth:
+    8 -> (2, 2), 16 -> (4, 2), 28 -> (7, 2), 32 -> (4, 3), 64 -> (4, 4).
     """
     if not isinstance(resolution, int) or resolution < 4:
         raise GanforgeError(f"image_size={resolution!r} is invalid: expected an integer >= 4")
     upsamplings = 0
     base = resolution
-    while base % 2 == 0 and base // 2 >= 4:
+    while base % 2 == 0 and (base // 2 >= 4 or (upsamplings < 2 and base // 2 >= 2)):
         base //= 2
         upsamplings += 1
     if base > 8 and upsamplings == 0:
@@ -225,7 +245,3 @@ def init_weights(module: nn.Module) -> None:
 
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
-
-
-def data_dim(shape: tuple[int, ...]) -> int:
-    return math.prod(shape)

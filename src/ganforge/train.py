@@ -51,9 +51,10 @@ def build_networks(config: Config, dataset: Dataset) -> tuple[nn.Module, nn.Modu
         init_weights(generator)
         init_weights(discriminator)
     else:
-        dim = dataset.sample_shape[0]
-        generator = MLPGenerator(config.latent_dim, dim, config.g_width, config.g_depth, config.g_norm)
-        discriminator = MLPDiscriminator(dim, config.d_width, config.d_depth, config.d_norm, config.pack)
+        shape = list(dataset.sample_shape)
+        output = "tanh" if dataset.kind == "images" else "linear"
+        generator = MLPGenerator(config.latent_dim, shape, config.g_width, config.g_depth, config.g_norm, output)
+        discriminator = MLPDiscriminator(shape, config.d_width, config.d_depth, config.d_norm, config.pack)
     return generator, discriminator
 
 
