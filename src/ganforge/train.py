@@ -119,7 +119,6 @@ def train(config: Config, new: bool = False, progress: bool = True, say=print) -
         noise.load_state_dict(state["noise"])
         sampler.load_state_dict(state["sampler"])
         torch.set_rng_state(state["torch_rng"])
-        say(f"resuming {run_dir} from step {step}")
 
     def snapshot() -> nn.Module:
         """The generator to sample and export: the EMA (or live) weights with recalibrated BatchNorm."""
@@ -139,15 +138,12 @@ def train(config: Config, new: bool = False, progress: bool = True, say=print) -
             return  # no picture for vectors that are not 2D
         save_samples(run_dir / "samples" / name, samples, reference)
 
-    spec = None
-
-    def save_all(at_step: int, seconds: float) -> None:
-        nonlocal spec
+    def save_all(at_step: int, seconds: float) -> nn.Module:
+        """Exports the sampling generator and writes a full-state checkpoint; returns that generator."""
         net = snapshot()
-        net_config = net.config if hasattr(net, "config") else {}
         spec = {
             "class": type(net).__name__,
-            "config": net_config,
+            "config": getattr(net, "config", {}),
             "noise": {"latent_dim": config.latent_dim, "distribution": config.noise},
             "transform": dataset.transform,
             "sample_shape": list(dataset.sample_shape),
@@ -171,10 +167,13 @@ def train(config: Config, new: bool = False, progress: bool = True, say=print) -
             },
             keep=config.keep_checkpoints,
         )
+        return net
 
     if step >= config.steps:
         say(f"{run_dir} is already trained to step {step} (steps={config.steps}); use --steps to train longer or --new to start over")
         return run_dir
+    if step:
+        say(f"resuming {run_dir} from step {step}")
 
     sums = torch.zeros(4, device=device)  # d_loss, g_loss, D(x), D(G(z)) summed since the last log line
     count = 0
@@ -217,14 +216,14 @@ def train(config: Config, new: bool = False, progress: bool = True, say=print) -
                 if stop.requested:
                     interrupted = True
                     break
-            save_all(step, time.perf_counter() - started)
+            final = save_all(step, time.perf_counter() - started)
     finally:
         metrics_file.close()
         bar.close()
     if interrupted:
         say(f"stopped at step {step}; checkpoint saved in {run_dir / 'checkpoints'}; run the same command again to resume")
         raise KeyboardInterrupt
-    save_picture(snapshot(), "final.png")
+    save_picture(final, "final.png")
     say(
         f"done: {step} steps in {time.perf_counter() - started:.0f} s. "
         f"Final samples: {run_dir / 'samples' / 'final.png'}; generator: {run_dir / 'generator.safetensors'}"
