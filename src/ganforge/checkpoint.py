@@ -15,6 +15,13 @@ FORMAT_VERSION = 1
 _NAME = re.compile(r"^checkpoint-(\d{8})\.pt$")
 
 
+def _file_mode() -> int:
+    """The mode a plain open() would give a new file: 0o666 less the process umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write(path: Path, write) -> None:
     """Calls write(file) on a temporary file beside `path`, fsyncs it, then renames it over `path`.
 
@@ -25,6 +32,7 @@ def atomic_write(path: Path, write) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), _file_mode())  # mkstemp makes 0600 files; run files follow the umask
             write(f)
             f.flush()
             os.fsync(f.fileno())

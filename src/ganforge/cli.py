@@ -85,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("args", nargs="*", metavar="[CONFIG.yaml] [key=value ...]", help="a YAML config file and/or key=value overrides")
     train.add_argument("--new", action="store_true", help="start over even if the run folder holds a run (it is moved to OUT.old-N)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
-    train.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    train.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     keys = train.add_argument_group("config keys (flags, key=value or YAML)")
     for name in field_names():
         flags = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
@@ -104,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     sample.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     sample.add_argument("--force", action="store_true", help="overwrite an existing output")
-    sample.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    sample.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 
@@ -129,7 +129,7 @@ def _sample(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ganforge.export import load_generator
-    from ganforge.plots import image_grid, save_samples
+    from ganforge.plots import save_samples, to_image
     from ganforge.train import pick_device
 
     if args.n < 1:
@@ -156,7 +156,7 @@ def _sample(args: argparse.Namespace) -> int:
             raise GanforgeError(f"--out {out}: a folder of PNGs needs images, but this run generates vectors: use .npy or .csv")
         out.mkdir(parents=True, exist_ok=True)
         for i, image in enumerate(samples):
-            image_grid(image.unsqueeze(0), columns=1, min_side=1).save(out / f"{i:06d}.png")
+            to_image(image).save(out / f"{i:06d}.png")
     print(f"wrote {args.n} samples to {out}", file=sys.stderr)
     return 0
 
@@ -168,6 +168,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if args.command == "train":
+            # key=value overrides may stand anywhere, also after flags
+            args.args += [a for a in unknown if "=" in a and not a.startswith("-")]
+            unknown = [a for a in unknown if a not in args.args]
         if unknown:
             flag = unknown[0].split("=")[0]
             if args.command == "train" and flag.startswith("--"):

@@ -85,7 +85,7 @@ def field_names() -> list[str]:
 def unknown_key(key: str, where: str) -> GanforgeError:
     close = difflib.get_close_matches(key, field_names(), n=1)
     hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(field_names())}"
-    return GanforgeError(f"unknown config key '{key}' {where}{hint}")
+    return GanforgeError(f"unknown config key '{key}'{' ' + where if where else ''}{hint}")
 
 
 def _coerce(key: str, value: object) -> object:
@@ -193,7 +193,7 @@ def validate(config: Config) -> None:
     _require(config.gp_weight >= 0, "gp_weight", config.gp_weight, "a number >= 0")
     _require(config.r1_gamma >= 0, "r1_gamma", config.r1_gamma, "a number >= 0")
     device = config.device
-    _require(device in ("auto", "cpu", "cuda", "mps") or device.startswith("cuda:"), "device", device, "auto, cpu, cuda or cuda:N")
+    _require(device in ("auto", "cpu", "cuda", "mps") or device.startswith("cuda:"), "device", device, "auto, cpu, cuda, cuda:N or mps")
     _require(bool(config.data.strip()), "data", config.data, "a dataset name or path")
     if config.batch_size is not None:
         _require(config.batch_size % config.pack == 0, "batch_size", config.batch_size, f"a multiple of pack={config.pack}")
@@ -208,7 +208,10 @@ def preset_name(config: Config, kind: str, sample_shape: tuple[int, ...]) -> str
 
 
 def resolve(config: Config, kind: str, sample_shape: tuple[int, ...], run_name: str) -> Config:
-    """Fills every auto (None) field from the preset for this data; returns a new Config."""
+    """Fills every auto (None) field from the preset for this data; returns a new Config.
+
+    Only `image_size` and `channels` stay None, for vector data, where they do not apply.
+    """
     preset = PRESETS[preset_name(config, kind, sample_shape)]
     values = dataclasses.asdict(config)
     for key, value in preset.items():

@@ -62,7 +62,7 @@ def load_generator(run_dir: str | Path, device: str | torch.device = "cpu") -> S
         spec = json.loads(spec_path.read_text(encoding="utf-8"))
         network = build_network(spec["class"], spec["config"])
     except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as err:
-        raise GanforgeError(f"{spec_path} is corrupt ({type(err).__name__}: {err})") from None
+        raise GanforgeError(f"{spec_path} cannot be rebuilt: corrupt or written by an incompatible ganforge version ({type(err).__name__}: {err})") from None
     try:
         network.load_state_dict(load_file(weights_path))
     except (SafetensorError, RuntimeError, OSError) as err:

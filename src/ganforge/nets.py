@@ -112,10 +112,10 @@ def conv_layout(resolution: int) -> tuple[int, int]:
     while base % 2 == 0 and (base // 2 >= 4 or (upsamplings < 2 and base // 2 >= 2)):
         base //= 2
         upsamplings += 1
-    if base > 8 and upsamplings == 0:
+    if base > 8 or upsamplings == 0:
         raise GanforgeError(
             f"image_size={resolution} is not supported by the conv networks: "
-            "expected 4..8 times a power of two (e.g. 8, 16, 28, 32, 64)"
+            "expected 2..8 times a power of two, at least 4 and even (e.g. 8, 16, 28, 32, 64)"
         )
     return base, upsamplings
 

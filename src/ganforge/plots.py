@@ -10,6 +10,12 @@ from PIL import Image, ImageDraw
 from torch import Tensor
 
 
+def to_image(image: Tensor) -> Image.Image:
+    """One image in data space, float (c, h, w) in [0, 1] -> a PIL image of the same size, grey or RGB."""
+    array = (image.detach().cpu().clamp(0, 1).numpy() * 255).round().astype(np.uint8).transpose(1, 2, 0)
+    return Image.fromarray(array[..., 0], "L") if array.shape[2] == 1 else Image.fromarray(array, "RGB")
+
+
 def image_grid(images: Tensor, columns: int | None = None, min_side: int = 512) -> Image.Image:
     """Images in data space, float (n, c, h, w) in [0, 1] -> one grid image, scaled up to about min_side pixels."""
     n, c, h, w = images.shape

@@ -52,10 +52,10 @@ def prepare(run_dir: Path, config: Config, new: bool, say) -> dict | None:
                 "use --new to start over (the old run is kept) or choose another --out"
             )
         state, warnings = latest_checkpoint(run_dir)
-        for warning in warnings:
-            say(f"warning: {warning}")
         if state is None and list_checkpoints(run_dir):
             raise GanforgeError(f"every checkpoint in {run_dir / 'checkpoints'} is corrupt; use --new to start over (the old run is kept)")
+        for warning in warnings:
+            say(f"warning: {warning}")
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / CONFIG, dataclasses.asdict(config))
     keep_metrics_until(run_dir / METRICS, state["step"] if state else 0)

@@ -35,10 +35,22 @@ SAMPLE_SEED_OFFSET = 7919  # fixed noise for sample images, apart from the train
 
 
 def pick_device(name: str) -> torch.device:
+    """auto | cpu | cuda | cuda:N | mps -> an available torch.device, or a clear error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "mps":
+        if not torch.backends.mps.is_available():
+            raise GanforgeError("device='mps' is not available on this machine: use --device cpu")
+        return torch.device("mps")
+    index = name[len("cuda:") :] if name.startswith("cuda:") else "0" if name == "cuda" else None
+    if index is None or not index.isdigit():
+        raise GanforgeError(f"device={name!r} is not a device: expected auto, cpu, cuda, cuda:N or mps")
+    if not torch.cuda.is_available():
         raise GanforgeError(f"device='{name}' is not available: no CUDA device found; use --device cpu")
+    if int(index) >= torch.cuda.device_count():
+        raise GanforgeError(f"device='{name}' is not available: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return torch.device(name)
 
 
@@ -92,18 +104,19 @@ def train(config: Config, new: bool = False, progress: bool = True, say=print) -
     dataset = load_dataset(config.data, config.image_size, config.channels, config.on_bad_image)
     config = resolve(config, dataset.kind, dataset.sample_shape, run_name(config.data))
     device = pick_device(config.device)
+    # Build everything that can still refuse the config before the run folder is touched.
+    torch.manual_seed(config.seed)
+    generator, discriminator = build_networks(config, dataset)
+    sampler = BatchSampler(len(dataset), config.batch_size, seed=config.seed, device=device)
     run_dir = Path(config.out)
     state = rundir.prepare(run_dir, config, new, say)
 
-    torch.manual_seed(config.seed)
-    generator, discriminator = build_networks(config, dataset)
     generator, discriminator = generator.to(device), discriminator.to(device)
     betas = (config.beta1, config.beta2)
     g_optimizer = torch.optim.Adam(generator.parameters(), lr=config.lr_g, betas=betas)
     d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=config.lr_d, betas=betas)
     loss = get_loss(config.loss)
     noise = NoiseSampler(config.latent_dim, config.noise, device, seed=config.seed + 1)
-    sampler = BatchSampler(len(dataset), config.batch_size, seed=config.seed, device=device)
     ema = EMA(generator, config.ema_decay) if config.ema_decay else None
     data = dataset.to(device)
 
@@ -116,7 +129,11 @@ def train(config: Config, new: bool = False, progress: bool = True, say=print) -
         d_optimizer.load_state_dict(state["d_optimizer"])
         if ema is not None:
             ema.average.load_state_dict(state["ema"])
-        noise.load_state_dict(state["noise"])
+        try:
+            noise.load_state_dict(state["noise"])
+        except RuntimeError:  # RNG states differ between device types (e.g. cuda -> cpu)
+            noise.rng.manual_seed(config.seed + 1 + step)
+            say(f"warning: the run moved to {device.type}; its noise stream restarts from a new seed at step {step}")
         sampler.load_state_dict(state["sampler"])
         torch.set_rng_state(state["torch_rng"])
 

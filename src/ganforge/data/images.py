@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -48,8 +49,8 @@ def read_idx(path: Path) -> np.ndarray:
             raw = f.read()
         if raw[:2] == b"\x1f\x8b":
             raw = gzip.decompress(raw)
-    except (OSError, EOFError) as err:
-        raise GanforgeError(f"{path}: cannot read IDX file ({err})") from None
+    except (OSError, EOFError, zlib.error) as err:
+        raise GanforgeError(f"{path}: cannot read IDX file: corrupt or truncated ({err})") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08 or not 1 <= raw[3] <= 4:
         raise GanforgeError(f"{path}: not an IDX file of unsigned bytes (bad magic number {raw[:4].hex()})")
     ndim = raw[3]

@@ -25,31 +25,32 @@ def _load_npy(path: Path) -> np.ndarray:
 
 
 def _load_csv(path: Path) -> np.ndarray:
+    """Numeric rows of a CSV file; a first line with no numeric cell is a header. Errors give file line numbers."""
     try:
         with open(path, newline="", encoding="utf-8") as f:
-            rows = [row for row in csv.reader(f) if row and any(cell.strip() for cell in row)]
-    except (OSError, UnicodeDecodeError) as err:
+            reader = csv.reader(f)
+            rows = [(reader.line_num, row) for row in reader if row and any(cell.strip() for cell in row)]
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise GanforgeError(f"{path}: cannot read CSV file ({err})") from None
-    if rows and not _is_numeric_row(rows[0]):
+    if rows and not any(_is_number(cell) for cell in rows[0][1]):
         rows = rows[1:]  # a header line
     if not rows:
         raise GanforgeError(f"{path}: no data rows: expected one numeric row per sample")
-    width = len(rows[0])
+    width = len(rows[0][1])
     values = np.empty((len(rows), width), dtype=np.float64)
-    for i, row in enumerate(rows):
+    for i, (line, row) in enumerate(rows):
         if len(row) != width:
-            raise GanforgeError(f"{path}: line {i + 1} has {len(row)} columns: expected {width} like the first row")
+            raise GanforgeError(f"{path}: line {line} has {len(row)} columns: expected {width} like the first data row")
         for j, cell in enumerate(row):
-            try:
-                values[i, j] = float(cell)
-            except ValueError:
-                raise GanforgeError(f"{path}: row {i + 1}, column {j + 1} is {cell.strip()!r}: expected a number") from None
+            if not _is_number(cell):
+                raise GanforgeError(f"{path}: line {line}, column {j + 1} is {cell.strip()!r}: expected a number")
+            values[i, j] = float(cell)
     return values
 
 
-def _is_numeric_row(row: list[str]) -> bool:
+def _is_number(cell: str) -> bool:
     try:
-        [float(cell) for cell in row]
+        float(cell)
     except ValueError:
         return False
     return True

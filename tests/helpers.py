@@ -1,0 +1,73 @@
+"""Plain helpers shared by the tests (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+PYTHON = sys.executable
+
+# Flags for a tiny, fast training run; combine with --data, --steps and --out.
+TINY_MLP = [
+    "--batch_size", "16", "--g_width", "8", "--d_width", "8", "--g_depth", "1", "--d_depth", "1",
+    "--device", "cpu", "--quiet",
+]
+TINY_CONV = ["--batch_size", "16", "--g_width", "4", "--d_width", "4", "--device", "cpu", "--quiet"]
+
+
+def ring8_args(out: Path, steps: int = 20, *extra: str) -> list[str]:
+    """`ganforge train` arguments for a tiny MLP run on ring8: logs every 5 steps, checkpoints every 10."""
+    return [
+        "train", "--data", "ring8", "--steps", str(steps), "--out", str(out),
+        "--log_every", "5", "--sample_every", "10", "--checkpoint_every", "10", *TINY_MLP, *extra,
+    ]
+
+
+def digits_args(out: Path, steps: int = 10, *extra: str) -> list[str]:
+    """`ganforge train` arguments for a tiny conv (BatchNorm) run on digits: logs/checkpoints every 5 steps."""
+    return [
+        "train", "--data", "digits", "--steps", str(steps), "--out", str(out),
+        "--log_every", "5", "--sample_every", "5", "--checkpoint_every", "5", *TINY_CONV, *extra,
+    ]
+
+
+def subprocess_env() -> dict:
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return env
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+def tree(path: Path) -> dict[str, str]:
+    """Every file under `path` (relative name -> sha256 of its bytes): a folder's exact content."""
+    return {
+        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
+
+
+def assert_clean_error(result: CliResult, *fragments: str) -> str:
+    """Exit code 2 and exactly one line on stderr, without a traceback, containing each fragment."""
+    assert result.code == 2, result
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1, result.err
+    assert lines[0].startswith("ganforge: error: "), result.err
+    assert "Traceback" not in result.err
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
+def read_metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

@@ -1,0 +1,198 @@
+"""Config: coercion of YAML/command-line values, validation messages, YAML files, resolution of auto values."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from ganforge.config import Config, diff, field_names, load_yaml, make_config, parse_overrides, resolve
+from ganforge.errors import GanforgeError
+from ganforge.presets import PRESETS
+
+
+def test_no_layers_gives_the_defaults():
+    assert make_config() == Config()
+    assert make_config().data == "digits" and make_config().loss == "nonsaturating"
+
+
+def test_values_are_coerced_to_the_field_types():
+    config = make_config({
+        "steps": "100", "batch_size": 32.0, "lr_g": "1e-3", "lr_d": 2, "latent_dim": "1e1",
+        "seed": "-3", "image_size": "auto", "g_width": "none", "loss": "hinge", "data": "ring8",
+    })
+    assert config.steps == 100 and type(config.steps) is int
+    assert config.batch_size == 32 and type(config.batch_size) is int
+    assert config.lr_g == 0.001 and type(config.lr_g) is float
+    assert config.lr_d == 2.0 and type(config.lr_d) is float
+    assert config.latent_dim == 10 and config.seed == -3
+    assert config.image_size is None and config.g_width is None
+    assert config.loss == "hinge"
+
+
+def test_later_layers_win():
+    config = make_config({"steps": 5, "lr_g": 0.1}, {"steps": "7"})
+    assert (config.steps, config.lr_g) == (7, 0.1)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("steps", -5), ("steps", 0), ("steps", 2.5), ("steps", "ten"), ("steps", True), ("steps", [1]),
+        ("batch_size", 0), ("latent_dim", 0), ("lr_g", 0), ("lr_d", -1e-4), ("lr_g", "nan"), ("lr_g", "inf"),
+        ("beta1", 1.0), ("beta2", -0.1), ("ema_decay", 1), ("gp_weight", -1), ("r1_gamma", -0.5),
+        ("loss", "hinged"), ("noise", "cauchy"), ("arch", "resnet"), ("g_norm", "layer"), ("channels", 2),
+        ("device", "tpu"), ("on_bad_image", "ignore"), ("g_extra_layers", -1), ("keep_checkpoints", 0),
+        ("data", ""), ("data", None), ("seed", "x"),
+    ],
+)
+def test_bad_values_name_the_key_and_the_value(key, value):
+    with pytest.raises(GanforgeError) as info:
+        make_config({key: value})
+    message = str(info.value)
+    assert message.startswith(f"{key}="), message
+    shown = message.split(" is invalid")[0][len(key) + 1:]
+    assert shown in (repr(value), str(value), repr(float(value)) if isinstance(value, (int, float)) else None), message
+    assert "is invalid: expected" in message
+
+
+def test_batch_size_must_be_a_multiple_of_pack():
+    with pytest.raises(GanforgeError, match="batch_size=10 is invalid: expected a multiple of pack=4"):
+        make_config({"batch_size": 10, "pack": 4})
+    assert make_config({"batch_size": 12, "pack": 4}).pack == 4
+
+
+def test_unknown_key_suggests_the_closest():
+    with pytest.raises(GanforgeError, match="unknown config key 'lr_gg'.*did you mean 'lr_g'"):
+        make_config({"lr_gg": 0.1})
+    with pytest.raises(GanforgeError, match="unknown config key 'zzzz'.*known keys: data, image_size"):
+        make_config({"zzzz": 1})
+
+
+def test_parse_overrides():
+    assert parse_overrides(["lr_g=0.001", "--loss=hinge", "g-width = 8", "out=a=b"]) == {
+        "lr_g": "0.001", "loss": "hinge", "g_width": "8", "out": "a=b",
+    }
+    with pytest.raises(GanforgeError, match="'steps' is not a key=value override"):
+        parse_overrides(["steps"])
+    with pytest.raises(GanforgeError, match="unknown config key 'stepz' on the command line; did you mean 'steps'"):
+        parse_overrides(["stepz=3"])
+
+
+def test_yaml_file(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("data: ring8\nsteps: 300\nlr_g: 1.0e-3\nloss: hinge\ng_width: auto\n")
+    loaded = load_yaml(path)
+    assert loaded == {"data": "ring8", "steps": 300, "lr_g": 0.001, "loss": "hinge", "g_width": "auto"}
+    config = make_config(loaded, {"steps": 10})
+    assert (config.data, config.steps, config.lr_g, config.g_width) == ("ring8", 10, 0.001, None)
+
+
+def test_empty_yaml_is_an_empty_mapping(tmp_path):
+    (tmp_path / "empty.yaml").write_text("# nothing set\n")
+    assert load_yaml(tmp_path / "empty.yaml") == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("steps: [1, 2\n", "is not valid YAML"),
+        ("data: ring8\n\tsteps: 3\n", "is not valid YAML"),
+        ("- steps\n- 3\n", "holds a list: expected a mapping"),
+        ("just a string\n", "holds a str: expected a mapping"),
+        ("stpes: 10\n", "unknown config key 'stpes' in .*bad.yaml; did you mean 'steps'"),
+    ],
+)
+def test_bad_yaml_files(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(GanforgeError, match=message):
+        load_yaml(path)
+
+
+def test_yaml_file_must_exist_and_be_text(tmp_path):
+    with pytest.raises(GanforgeError, match="does not exist"):
+        load_yaml(tmp_path / "missing.yaml")
+    (tmp_path / "binary.yaml").write_bytes(b"\xff\xfe\x00\x81")
+    with pytest.raises(GanforgeError, match="is not valid YAML"):
+        load_yaml(tmp_path / "binary.yaml")
+
+
+# --- resolve --------------------------------------------------------------------------------
+
+# (config, kind, sample_shape, run name, preset, keys meaningless for that architecture)
+MLP_ONLY = {"g_depth", "d_depth"}
+CONV_ONLY = {"g_extra_layers", "d_extra_layers", "image_size", "channels"}
+CASES = [
+    (dict(data="ring8"), "vectors", (2,), "ring8", "mixture", CONV_ONLY),
+    (dict(data="table.csv"), "vectors", (7,), "table", "vectors", CONV_ONLY),
+    (dict(data="digits"), "images", (1, 8, 8), "digits", "digits", MLP_ONLY),
+    (dict(data="photos/"), "images", (3, 32, 32), "photos", "images", MLP_ONLY),
+]
+
+
+@pytest.mark.parametrize(("layer", "kind", "shape", "name", "preset", "unused"), CASES, ids=[c[3] for c in CASES])
+def test_resolve_fills_every_auto_value_the_networks_use(layer, kind, shape, name, preset, unused):
+    config = resolve(make_config(layer), kind, shape, name)
+    values = dataclasses.asdict(config)
+    missing = [k for k, v in values.items() if v is None and k not in unused]
+    assert missing == []
+    for key, value in PRESETS[preset].items():
+        if key != "checkpoint_every":
+            assert values[key] == value, key
+    assert config.arch == PRESETS[preset]["arch"]
+    assert config.out == f"runs/{name}"
+    if kind == "images":
+        assert (config.channels, config.image_size) == (shape[0], shape[-1])
+
+
+@pytest.mark.parametrize(("layer", "kind", "shape", "name", "preset", "unused"), CASES[:1] + CASES[2:3], ids=["ring8", "digits"])
+def test_resolve_fills_every_none(layer, kind, shape, name, preset, unused):
+    """Every key is concrete, except the image keys for vector data, where they do not apply."""
+    config = resolve(make_config(layer), kind, shape, name)
+    not_applicable = ["image_size", "channels"] if kind == "vectors" else []
+    assert [k for k, v in dataclasses.asdict(config).items() if v is None] == not_applicable
+
+
+def test_resolve_mlp_on_images_fills_the_mlp_keys():
+    config = resolve(make_config({"data": "digits", "arch": "mlp"}), "images", (1, 8, 8), "digits")
+    assert config.arch == "mlp"
+    assert config.g_depth is not None and config.d_depth is not None
+
+
+def test_resolve_keeps_user_values_and_derives_the_rest():
+    user = make_config({"data": "ring8", "g_width": 7, "steps": 30, "checkpoint_every": 100, "out": "here"})
+    config = resolve(user, "vectors", (2,), "ring8")
+    assert config.g_width == 7 and config.d_width == 128
+    assert config.checkpoint_every == 30, "capped to steps, so a run always checkpoints"
+    assert config.out == "here"
+    assert user.d_width is None, "resolve returns a new Config"
+
+
+@pytest.mark.parametrize(("kind", "shape", "latent_dim"), [("vectors", (7,), 3), ("vectors", (1,), 1), ("images", (3, 32, 32), 100), ("images", (1, 8, 8), 8)])
+def test_default_latent_dim_is_below_the_data_dimension(kind, shape, latent_dim):
+    assert resolve(make_config({"data": "x.npy"}), kind, shape, "x").latent_dim == latent_dim
+
+
+def test_conv_on_vectors_is_an_error():
+    with pytest.raises(GanforgeError, match="arch='conv' needs image data"):
+        resolve(make_config({"data": "ring8", "arch": "conv"}), "vectors", (2,), "ring8")
+
+
+def test_resolved_pack_must_divide_the_preset_batch():
+    with pytest.raises(GanforgeError, match="batch_size=256 is invalid: expected a multiple of pack=3"):
+        resolve(make_config({"data": "ring8", "pack": 3}), "vectors", (2,), "ring8")
+
+
+def test_diff_ignores_keys_that_only_steer_the_run():
+    config = resolve(make_config({"data": "ring8"}), "vectors", (2,), "ring8")
+    saved = dataclasses.asdict(config)
+    changed = dataclasses.replace(config, steps=99, out="elsewhere", log_every=3, device="cpu", keep_checkpoints=5)
+    assert diff(saved, changed) == []
+    assert diff(saved, dataclasses.replace(config, lr_g=0.5)) == ["lr_g: 0.001 -> 0.5"]
+
+
+def test_every_field_has_a_command_line_flag_and_help():
+    from ganforge.cli import KEY_HELP
+
+    assert set(KEY_HELP) == set(field_names())

@@ -1,0 +1,200 @@
+"""Generator and discriminator networks: output shapes, PacGAN packing, rebuilding from .config, validation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ganforge.errors import GanforgeError
+from ganforge.nets import (
+    ConvDiscriminator,
+    ConvGenerator,
+    MLPDiscriminator,
+    MLPGenerator,
+    build_network,
+    conv_layout,
+    count_parameters,
+    init_weights,
+)
+
+
+@pytest.mark.parametrize(
+    ("resolution", "layout"), [(8, (2, 2)), (16, (4, 2)), (28, (7, 2)), (32, (4, 3)), (64, (4, 4))]
+)
+def test_conv_layout_documented_examples(resolution, layout):
+    assert conv_layout(resolution) == layout
+
+
+@pytest.mark.parametrize("resolution", [4, 6, 8, 10, 12, 14, 16, 24, 28, 32, 48, 64, 128])
+def test_conv_layout_factorises_the_resolution(resolution):
+    base, upsamplings = conv_layout(resolution)
+    assert base * 2**upsamplings == resolution
+    assert 2 <= base <= 8
+
+
+@pytest.mark.parametrize("resolution", [9, 11, 3, 0, 8.0, "8"])
+def test_conv_layout_rejects_unsupported_sizes(resolution):
+    with pytest.raises(GanforgeError, match="image_size="):
+        conv_layout(resolution)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("resolution", [8, 16, 28, 32, 64])
+def test_conv_pair_shapes(resolution, channels):
+    torch.manual_seed(0)
+    g = ConvGenerator(5, channels, resolution, width=4)
+    d = ConvDiscriminator(channels, resolution, width=4)
+    images = g(torch.randn(3, 5))
+    assert images.shape == (3, channels, resolution, resolution)
+    assert images.abs().max() <= 1, "tanh output"
+    assert d(images).shape == (3,)
+
+
+@pytest.mark.parametrize("extra_layers", [1, 2])
+def test_conv_pair_shapes_with_extra_layers(extra_layers):
+    g = ConvGenerator(5, 3, 16, width=4, extra_layers=extra_layers, norm="none")
+    d = ConvDiscriminator(3, 16, width=4, extra_layers=extra_layers, norm="none")
+    images = g(torch.randn(2, 5))
+    assert images.shape == (2, 3, 16, 16)
+    assert d(images).shape == (2,)
+
+
+@pytest.mark.parametrize("resolution", [5, 7, 9, 18, 36])
+def test_conv_layout_refuses_sizes_without_a_small_base(resolution):
+    """Odd sizes (no stride-2 layer possible) and bases above 8 are refused with the size in the message."""
+    with pytest.raises(GanforgeError, match=f"image_size={resolution} "):
+        conv_layout(resolution)
+
+
+def test_dcgan_generator_at_64_has_the_dcgan_layout():
+    """Resolution 64, width 64: 100 -> 512x4x4 -> 256x8x8 -> 128x16x16 -> 64x32x32 -> 3x64x64."""
+    g = ConvGenerator(100, 3, 64, width=64)
+    convs = [m for m in g.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert [(m.in_channels, m.out_channels) for m in convs] == [(100, 512), (512, 256), (256, 128), (128, 64), (64, 3)]
+
+
+@pytest.mark.parametrize("norm", ["batch", "none"])
+def test_mlp_pair_shapes(norm):
+    g = MLPGenerator(3, [5], width=8, depth=2, norm=norm)
+    d = MLPDiscriminator([5], width=8, depth=2, norm=norm)
+    x = g(torch.randn(6, 3))
+    assert x.shape == (6, 5)
+    assert d(x).shape == (6,)
+    assert sum(isinstance(m, torch.nn.BatchNorm1d) for m in g.modules()) == (2 if norm == "batch" else 0)
+
+
+def test_mlp_pair_on_image_shaped_data():
+    """arch=mlp on images: samples come out as (batch, c, h, w), bounded by tanh; D flattens them."""
+    g = MLPGenerator(4, [3, 8, 8], width=8, depth=1, output="tanh")
+    d = MLPDiscriminator([3, 8, 8], width=8, depth=1, pack=2)
+    images = g(torch.randn(6, 4) * 100)
+    assert images.shape == (6, 3, 8, 8)
+    assert images.abs().max() <= 1 and images.abs().max() > 0.9
+    assert d(images).shape == (3,)
+    linear = MLPGenerator(4, [2], width=8, depth=1)
+    assert linear(torch.randn(50, 4) * 100).abs().max() > 1, "vector output is not squashed"
+
+
+def test_mlp_pack_judges_consecutive_samples_jointly():
+    """pack=2: logit i sees exactly samples 2i and 2i+1, concatenated."""
+    torch.manual_seed(0)
+    d = MLPDiscriminator([3], width=8, depth=2, pack=2).eval()
+    x = torch.randn(6, 3)
+    logits = d(x)
+    assert logits.shape == (3,)
+    assert torch.allclose(logits, d.net(x.reshape(3, 6)).squeeze(1))
+    changed = x.clone()
+    changed[3] += 1.0  # second sample of pair 1
+    delta = (d(changed) - logits).abs()
+    assert delta[1] > 0 and delta[0] == 0 and delta[2] == 0
+
+
+def test_conv_pack_concatenates_samples_along_channels():
+    torch.manual_seed(0)
+    d = ConvDiscriminator(3, 8, width=4, pack=2, norm="none").eval()
+    first = d.net[0]
+    assert first.in_channels == 6
+    x = torch.randn(4, 3, 8, 8)
+    logits = d(x)
+    assert logits.shape == (2,)
+    assert torch.allclose(logits, d.net(torch.cat([x[0::2], x[1::2]], dim=1)).flatten())
+    changed = x.clone()
+    changed[0] += 1.0
+    delta = (d(changed) - logits).abs()
+    assert delta[0] > 0 and delta[1] == 0
+
+
+def all_networks():
+    return [
+        MLPGenerator(3, [5], width=8, depth=2, norm="batch"),
+        MLPGenerator(3, [1, 4, 4], width=8, depth=1, output="tanh"),
+        MLPDiscriminator([5], width=8, depth=1, norm="none", pack=2),
+        ConvGenerator(6, 3, 16, width=4, extra_layers=1, norm="batch"),
+        ConvDiscriminator(1, 28, width=4, extra_layers=1, norm="batch", pack=2),
+    ]
+
+
+@pytest.mark.parametrize("net", all_networks(), ids=lambda n: type(n).__name__)
+def test_build_network_round_trip_from_config(net):
+    """The config saved beside the weights (as JSON) rebuilds the same network: same weights fit, same outputs."""
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_()
+    config = json.loads(json.dumps(net.config))
+    rebuilt = build_network(type(net).__name__, config)
+    rebuilt.load_state_dict(net.state_dict())  # strict: same names and shapes
+    net.eval(), rebuilt.eval()
+    if isinstance(net, (MLPGenerator, ConvGenerator)):
+        x = torch.randn(4, net.config["latent_dim"])
+    elif isinstance(net, MLPDiscriminator):
+        x = torch.randn(4, 5)
+    else:
+        x = torch.randn(4, 1, 28, 28)
+    assert torch.equal(rebuilt(x), net(x))
+    assert rebuilt.config == net.config
+
+
+def test_build_network_unknown_name():
+    with pytest.raises(GanforgeError, match="network 'ResNet' is unknown"):
+        build_network("ResNet", {})
+
+
+@pytest.mark.parametrize(
+    ("factory", "message"),
+    [
+        (lambda: MLPGenerator(0, [2]), "latent_dim=0"),
+        (lambda: MLPGenerator(2, [2], width=0), "g_width=0"),
+        (lambda: MLPGenerator(2, [2], output="sigmoid"), "output='sigmoid'"),
+        (lambda: MLPDiscriminator([2], depth=0), "d_depth=0"),
+        (lambda: MLPDiscriminator([2], norm="layer"), "d_norm='layer'"),
+        (lambda: ConvGenerator(4, 1, 8, norm="group"), "g_norm='group'"),
+        (lambda: ConvDiscriminator(1, 8, pack=0), "pack=0"),
+        (lambda: ConvGenerator(4, 1, 11), "image_size=11"),
+    ],
+)
+def test_invalid_network_arguments_raise(factory, message):
+    with pytest.raises(GanforgeError, match=message.replace("(", r"\(")):
+        factory()
+
+
+def test_init_weights_is_dcgan_initialisation():
+    torch.manual_seed(0)
+    g = ConvGenerator(100, 3, 32, width=32)
+    init_weights(g)
+    convs = [m for m in g.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    weights = torch.cat([m.weight.flatten() for m in convs])
+    assert weights.mean().abs() < 1e-3
+    assert weights.std().item() == pytest.approx(0.02, rel=0.05)
+    norms = [m for m in g.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    scales = torch.cat([m.weight for m in norms])
+    assert scales.mean().item() == pytest.approx(1.0, abs=0.01) and 0.01 < scales.std().item() < 0.03
+    assert all(torch.equal(m.bias, torch.zeros_like(m.bias)) for m in norms)
+    assert all(m.bias is None or not m.bias.any() for m in convs)
+
+
+def test_count_parameters():
+    # Linear(2, 4): 12, Linear(4, 3): 15
+    assert count_parameters(MLPGenerator(2, [3], width=4, depth=1)) == 27
