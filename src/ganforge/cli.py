@@ -44,6 +44,10 @@ KEY_HELP = {
     "ema_decay": "moving average of the generator's weights used for samples and export (0: off)",
     "seed": "random seed (default 0)",
     "device": "auto (default: cuda if available), cpu, cuda or cuda:N",
+    "max_nonfinite_steps": "divergence guard: steps with NaN/Inf loss or gradients are skipped; this many in a row "
+    "trigger on_divergence (default 20; 0 turns the guard and its per-step check off)",
+    "on_divergence": "stop (default: exit with code 3, last good checkpoint kept) or rollback (to the last checkpoint, "
+    "with fresh noise and batches, at most 3 times)",
     "out": "run folder (default: runs/<dataset>); an existing run of the same config resumes",
     "log_every": "steps between metrics.jsonl lines and progress updates",
     "sample_every": "steps between sample images in OUT/samples",
@@ -182,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"ganforge: error: {err}", file=sys.stderr)
-        return 2
+        return err.exit_code
     except OSError as err:
         if args.debug:
             raise

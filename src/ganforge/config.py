@@ -55,6 +55,9 @@ class Config:
     ema_decay: float | None = None  # exponential moving average of G's weights (0: off)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # Divergence guard
+    max_nonfinite_steps: int = 20  # consecutive NaN/Inf steps (skipped) before `on_divergence`; 0: no guard
+    on_divergence: str = "stop"  # stop | rollback (to the last checkpoint, with fresh noise and batches)
     # Run folder
     out: str | None = None  # auto: runs/<dataset name>
     log_every: int | None = None  # steps between metrics.jsonl lines
@@ -71,9 +74,13 @@ CHOICES = {
     "d_norm": ("batch", "none"),
     "loss": ("minimax", "nonsaturating", "wasserstein", "hinge", "least_squares"),
     "channels": (1, 3),
+    "on_divergence": ("stop", "rollback"),
 }
 # Keys a resumed run may change: they steer the run, not what it computes.
-RESUMABLE_CHANGES = {"steps", "device", "out", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints"}
+RESUMABLE_CHANGES = {
+    "steps", "device", "out", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints",
+    "max_nonfinite_steps", "on_divergence",
+}
 
 _TYPES = typing.get_type_hints(Config)
 
@@ -180,7 +187,7 @@ def validate(config: Config) -> None:
     for key in positive:
         value = getattr(config, key)
         _require(value is None or value >= 1, key, value, "an integer >= 1")
-    for key in ("g_extra_layers", "d_extra_layers"):
+    for key in ("g_extra_layers", "d_extra_layers", "max_nonfinite_steps"):
         value = getattr(config, key)
         _require(value is None or value >= 0, key, value, "an integer >= 0")
     for key in ("lr_g", "lr_d"):

@@ -5,5 +5,13 @@ class GanforgeError(Exception):
     """A problem with the user's input: a bad value, path, file or run folder.
 
     The message is one sentence naming the bad value and what is expected. The command
-    line prints it on stderr and exits with code 2, without a traceback.
+    line prints it on stderr and exits with `exit_code`, without a traceback.
     """
+
+    exit_code = 2
+
+
+class TrainingDiverged(GanforgeError):
+    """Training produced NaN/Inf beyond the divergence guard's limit; the last good checkpoint is kept."""
+
+    exit_code = 3

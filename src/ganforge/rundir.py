@@ -57,6 +57,8 @@ def prepare(run_dir: Path, config: Config, new: bool, say) -> dict | None:
         for warning in warnings:
             say(f"warning: {warning}")
     run_dir.mkdir(parents=True, exist_ok=True)
+    for leftover in [*run_dir.glob(".*.tmp"), *run_dir.glob("checkpoints/.*.tmp")]:
+        leftover.unlink()  # a write cut short by a crash; the file it was replacing is intact
     write_json(run_dir / CONFIG, dataclasses.asdict(config))
     keep_metrics_until(run_dir / METRICS, state["step"] if state else 0)
     return state

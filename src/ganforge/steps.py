@@ -47,11 +47,27 @@ def frozen(module: nn.Module) -> Iterator[nn.Module]:
 
 @dataclass
 class StepResult:
-    """Detached per-step scalars (0-dim tensors on the training device)."""
+    """Detached per-step results on the training device, and whether the optimizer stepped."""
 
     loss: Tensor
     real_logits: Tensor | None
     fake_logits: Tensor
+    stepped: bool = True
+
+
+def apply_update(optimizer: torch.optim.Optimizer, loss: Tensor, skip_nonfinite: bool = False) -> bool:
+    """`optimizer.step()`, unless `skip_nonfinite` and the loss or a gradient holds NaN/Inf.
+
+    Returns whether the optimizer stepped. The check reads one flag from the device (a host
+    synchronisation per step), which is the price of never applying a non-finite update.
+    """
+    if skip_nonfinite:
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        norms = torch._foreach_norm(grads) if grads else []
+        if not torch.isfinite(torch.stack([loss.detach().float(), *[n.float() for n in norms]])).all():
+            return False
+    optimizer.step()
+    return True
 
 
 def generator_step(
@@ -61,8 +77,9 @@ def generator_step(
     loss: GanLoss,
     noise: NoiseFn,
     batch_size: int,
+    skip_nonfinite: bool = False,
 ) -> StepResult:
-    """One generator update against a frozen discriminator."""
+    """One generator update against a frozen discriminator (skipped on NaN/Inf if `skip_nonfinite`)."""
     with frozen(discriminator):
         z = noise(batch_size)  # 1. sample random input, (batch, latent_dim)
         fake = generator(z)  # 2. the generator turns noise into data instances
@@ -70,8 +87,8 @@ def generator_step(
         g_loss = loss.generator(fake_logits)  # 4. penalise G for not fooling D
         g_optimizer.zero_grad(set_to_none=True)
         g_loss.backward()  # 5. backpropagate through D (no weight grads) into G
-        g_optimizer.step()  # 6. update only the generator's weights
-    return StepResult(g_loss.detach(), None, fake_logits.detach())
+        stepped = apply_update(g_optimizer, g_loss, skip_nonfinite)  # 6. update only the generator's weights
+    return StepResult(g_loss.detach(), None, fake_logits.detach(), stepped)
 
 
 def discriminator_step(
@@ -83,10 +100,12 @@ def discriminator_step(
     real: Tensor,
     gp_weight: float = 0.0,
     r1_gamma: float = 0.0,
+    skip_nonfinite: bool = False,
 ) -> StepResult:
     """One discriminator update on a real batch and a generated batch of the same size.
 
-    `gp_weight` adds the WGAN-GP penalty, `r1_gamma` the R1 penalty (times gamma / 2).
+    `gp_weight` adds the WGAN-GP penalty, `r1_gamma` the R1 penalty (times gamma / 2);
+    `skip_nonfinite` skips the update when the loss or a gradient holds NaN/Inf.
     The generator is frozen and run without a graph: it receives no gradient and is unchanged.
     """
     with frozen(generator), torch.no_grad():
@@ -100,5 +119,5 @@ def discriminator_step(
         d_loss = d_loss + 0.5 * r1_gamma * r1_penalty(discriminator, real)
     d_optimizer.zero_grad(set_to_none=True)
     d_loss.backward()
-    d_optimizer.step()
-    return StepResult(d_loss.detach(), real_logits.detach(), fake_logits.detach())
+    stepped = apply_update(d_optimizer, d_loss, skip_nonfinite)
+    return StepResult(d_loss.detach(), real_logits.detach(), fake_logits.detach(), stepped)

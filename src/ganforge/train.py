@@ -15,15 +15,15 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from ganforge import rundir
-from ganforge.checkpoint import save_checkpoint
+from ganforge.checkpoint import latest_checkpoint, save_checkpoint
 from ganforge.config import Config, resolve
 from ganforge.data import BatchSampler, Dataset, load_dataset
 from ganforge.data.dataset import to_data_space
 from ganforge.ema import EMA, recalibrate_batchnorm
-from ganforge.errors import GanforgeError
+from ganforge.errors import GanforgeError, TrainingDiverged
 from ganforge.export import export_generator
 from ganforge.losses import get_loss
 from ganforge.nets import ConvDiscriminator, ConvGenerator, MLPDiscriminator, MLPGenerator, init_weights
@@ -32,6 +32,7 @@ from ganforge.plots import save_samples
 from ganforge.steps import discriminator_step, generator_step
 
 SAMPLE_SEED_OFFSET = 7919  # fixed noise for sample images, apart from the training noise
+MAX_ROLLBACKS = 3
 
 
 def pick_device(name: str) -> torch.device:
@@ -96,129 +97,194 @@ class _StopRequest:
             signal.signal(s, handler)
 
 
+class Trainer:
+    """The players, optimizers and random streams of one run, and everything that saves or restores them."""
+
+    def __init__(self, config: Config, dataset: Dataset, device: torch.device) -> None:
+        self.config, self.dataset, self.device = config, dataset, device
+        torch.manual_seed(config.seed)
+        generator, discriminator = build_networks(config, dataset)
+        self.sampler = BatchSampler(len(dataset), config.batch_size, seed=config.seed, device=device)
+        self.generator, self.discriminator = generator.to(device), discriminator.to(device)
+        betas = (config.beta1, config.beta2)
+        self.g_optimizer = torch.optim.Adam(self.generator.parameters(), lr=config.lr_g, betas=betas)
+        self.d_optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr_d, betas=betas)
+        self.loss = get_loss(config.loss)
+        self.noise = NoiseSampler(config.latent_dim, config.noise, device, seed=config.seed + 1)
+        self.ema = EMA(self.generator, config.ema_decay) if config.ema_decay else None
+        self.step, self.seconds = 0, 0.0
+
+    def state_dict(self) -> dict:
+        """The whole training state: a resumed run continues exactly as if it had never stopped."""
+        return {
+            "step": self.step,
+            "seconds": self.seconds,
+            "config": dataclasses.asdict(self.config),
+            "generator": self.generator.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "g_optimizer": self.g_optimizer.state_dict(),
+            "d_optimizer": self.d_optimizer.state_dict(),
+            "ema": self.ema.average.state_dict() if self.ema is not None else None,
+            "noise": self.noise.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict, say=print) -> None:
+        self.step, self.seconds = state["step"], state["seconds"]
+        self.generator.load_state_dict(state["generator"])
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.g_optimizer.load_state_dict(state["g_optimizer"])
+        self.d_optimizer.load_state_dict(state["d_optimizer"])
+        if self.ema is not None:
+            self.ema.average.load_state_dict(state["ema"])
+        self.sampler.load_state_dict(state["sampler"])
+        torch.set_rng_state(state["torch_rng"])
+        try:
+            self.noise.load_state_dict(state["noise"])
+        except RuntimeError:  # RNG states differ between device types (e.g. cuda -> cpu)
+            self.noise.rng.manual_seed(self.config.seed + 1 + self.step)
+            say(f"warning: the run moved to {self.device.type}; its noise stream restarts from a new seed at step {self.step}")
+
+    def reseed(self, salt: int) -> None:
+        """New noise and batch streams (after a rollback, so the same divergence is not replayed)."""
+        self.noise.rng.manual_seed(self.config.seed + 1 + 1_000_003 * salt)
+        self.sampler.seed = self.config.seed + 7_919 * salt
+
+    def weights_finite(self) -> bool:
+        tensors = [*self.generator.state_dict().values(), *self.discriminator.state_dict().values()]
+        return all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point())
+
+    def sampling_generator(self) -> nn.Module:
+        """The generator to sample and export: the EMA (or live) weights with recalibrated BatchNorm."""
+        config = self.config
+        net = copy.deepcopy(self.ema.average if self.ema is not None else self.generator)
+        calibration = NoiseSampler(config.latent_dim, config.noise, self.device, seed=config.seed + SAMPLE_SEED_OFFSET + 1)
+        recalibrate_batchnorm(net, calibration, batch_size=max(config.batch_size, 64))
+        return net
+
+    def save(self, run_dir: Path) -> nn.Module:
+        """Exports the sampling generator and writes a full-state checkpoint; returns that generator.
+
+        Non-finite weights are never saved: the last good checkpoint stays the newest.
+        """
+        if not self.weights_finite():
+            raise TrainingDiverged(
+                f"training diverged by step {self.step}: the weights hold NaN/Inf, so nothing was saved; "
+                f"the last good checkpoint in {run_dir / 'checkpoints'} is kept (try lower learning rates)"
+            )
+        net = self.sampling_generator()
+        spec = {
+            "class": type(net).__name__,
+            "config": getattr(net, "config", {}),
+            "noise": {"latent_dim": self.config.latent_dim, "distribution": self.config.noise},
+            "transform": self.dataset.transform,
+            "sample_shape": list(self.dataset.sample_shape),
+            "step": self.step,
+        }
+        export_generator(run_dir, net, spec)
+        save_checkpoint(run_dir, self.state_dict(), keep=self.config.keep_checkpoints)
+        return net
+
+    def save_picture(self, net: nn.Module, path: Path) -> None:
+        """Sample grid (images) or scatter plot (2D data) from fixed noise, so pictures compare across steps."""
+        shape = self.dataset.sample_shape
+        if self.dataset.kind == "vectors" and shape != (2,):
+            return  # no picture for vectors that are not 2D
+        count = 2500 if shape == (2,) else 64
+        z = NoiseSampler(self.config.latent_dim, self.config.noise, self.device, seed=self.config.seed + SAMPLE_SEED_OFFSET)
+        with torch.no_grad():
+            samples = to_data_space(net(z.sample(count)), self.dataset.transform)
+        reference = self.dataset.samples[:2000].cpu() if self.dataset.kind == "vectors" else None
+        save_samples(path, samples, reference)
+
+    def iteration(self, skip_nonfinite: bool) -> tuple[Tensor, bool]:
+        """One training iteration: d_steps_per_g_step discriminator steps, then one generator step.
+
+        Returns (d_loss, g_loss, D(x), D(G(z))) as one device tensor, and whether every update was applied.
+        """
+        config, data = self.config, self.dataset
+        for _ in range(config.d_steps_per_g_step):
+            real = data.to_model_space(data.samples[self.sampler.next()])
+            d_out = discriminator_step(
+                self.generator, self.discriminator, self.d_optimizer, self.loss, self.noise, real,
+                config.gp_weight, config.r1_gamma, skip_nonfinite,
+            )
+        g_out = generator_step(self.generator, self.discriminator, self.g_optimizer, self.loss, self.noise, config.batch_size, skip_nonfinite)
+        if self.ema is not None and g_out.stepped:
+            self.ema.update()
+        self.step += 1
+        score = torch.sigmoid if self.loss.probabilistic else (lambda t: t)
+        scalars = torch.stack([d_out.loss, g_out.loss, score(d_out.real_logits).mean(), score(g_out.fake_logits).mean()])
+        return scalars, d_out.stepped and g_out.stepped
+
+
 def train(config: Config, new: bool = False, progress: bool = True, say=print) -> Path:
     """Trains a GAN as `config` says, in its run folder; resumes that folder's last checkpoint.
 
-    Returns the run folder. Raises GanforgeError for bad input, before anything is written.
+    Returns the run folder. Raises GanforgeError for bad input before anything is written,
+    TrainingDiverged when the divergence guard gives up, KeyboardInterrupt after saving a
+    checkpoint on SIGINT/SIGTERM.
     """
     dataset = load_dataset(config.data, config.image_size, config.channels, config.on_bad_image)
     config = resolve(config, dataset.kind, dataset.sample_shape, run_name(config.data))
     device = pick_device(config.device)
-    # Build everything that can still refuse the config before the run folder is touched.
-    torch.manual_seed(config.seed)
-    generator, discriminator = build_networks(config, dataset)
-    sampler = BatchSampler(len(dataset), config.batch_size, seed=config.seed, device=device)
+    # Everything that can still refuse the config is built before the run folder is touched.
+    trainer = Trainer(config, dataset, device)
     run_dir = Path(config.out)
     state = rundir.prepare(run_dir, config, new, say)
-
-    generator, discriminator = generator.to(device), discriminator.to(device)
-    betas = (config.beta1, config.beta2)
-    g_optimizer = torch.optim.Adam(generator.parameters(), lr=config.lr_g, betas=betas)
-    d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=config.lr_d, betas=betas)
-    loss = get_loss(config.loss)
-    noise = NoiseSampler(config.latent_dim, config.noise, device, seed=config.seed + 1)
-    ema = EMA(generator, config.ema_decay) if config.ema_decay else None
-    data = dataset.to(device)
-
-    step, elapsed = 0, 0.0
+    dataset.to(device)
     if state is not None:
-        step, elapsed = state["step"], state["seconds"]
-        generator.load_state_dict(state["generator"])
-        discriminator.load_state_dict(state["discriminator"])
-        g_optimizer.load_state_dict(state["g_optimizer"])
-        d_optimizer.load_state_dict(state["d_optimizer"])
-        if ema is not None:
-            ema.average.load_state_dict(state["ema"])
-        try:
-            noise.load_state_dict(state["noise"])
-        except RuntimeError:  # RNG states differ between device types (e.g. cuda -> cpu)
-            noise.rng.manual_seed(config.seed + 1 + step)
-            say(f"warning: the run moved to {device.type}; its noise stream restarts from a new seed at step {step}")
-        sampler.load_state_dict(state["sampler"])
-        torch.set_rng_state(state["torch_rng"])
-
-    def snapshot() -> nn.Module:
-        """The generator to sample and export: the EMA (or live) weights with recalibrated BatchNorm."""
-        net = copy.deepcopy(ema.average if ema is not None else generator)
-        calibration = NoiseSampler(config.latent_dim, config.noise, device, seed=config.seed + SAMPLE_SEED_OFFSET + 1)
-        recalibrate_batchnorm(net, calibration, batch_size=max(config.batch_size, 64))
-        return net
-
-    sample_count = 2500 if dataset.sample_shape == (2,) else 64
-    reference = dataset.samples[:2000].cpu() if dataset.kind == "vectors" else None
-
-    def save_picture(net: nn.Module, name: str) -> None:
-        with torch.no_grad():
-            z = NoiseSampler(config.latent_dim, config.noise, device, seed=config.seed + SAMPLE_SEED_OFFSET).sample(sample_count)
-            samples = to_data_space(net(z), dataset.transform)
-        if dataset.kind == "vectors" and dataset.sample_shape != (2,):
-            return  # no picture for vectors that are not 2D
-        save_samples(run_dir / "samples" / name, samples, reference)
-
-    def save_all(at_step: int, seconds: float) -> nn.Module:
-        """Exports the sampling generator and writes a full-state checkpoint; returns that generator."""
-        net = snapshot()
-        spec = {
-            "class": type(net).__name__,
-            "config": getattr(net, "config", {}),
-            "noise": {"latent_dim": config.latent_dim, "distribution": config.noise},
-            "transform": dataset.transform,
-            "sample_shape": list(dataset.sample_shape),
-            "step": at_step,
-        }
-        export_generator(run_dir, net, spec)
-        save_checkpoint(
-            run_dir,
-            {
-                "step": at_step,
-                "seconds": seconds,
-                "config": dataclasses.asdict(config),
-                "generator": generator.state_dict(),
-                "discriminator": discriminator.state_dict(),
-                "g_optimizer": g_optimizer.state_dict(),
-                "d_optimizer": d_optimizer.state_dict(),
-                "ema": ema.average.state_dict() if ema is not None else None,
-                "noise": noise.state_dict(),
-                "sampler": sampler.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-            },
-            keep=config.keep_checkpoints,
-        )
-        return net
-
-    if step >= config.steps:
-        say(f"{run_dir} is already trained to step {step} (steps={config.steps}); use --steps to train longer or --new to start over")
+        trainer.load_state_dict(state, say)
+    if trainer.step >= config.steps:
+        say(f"{run_dir} is already trained to step {trainer.step} (steps={config.steps}); use --steps to train longer or --new to start over")
         return run_dir
-    if step:
-        say(f"resuming {run_dir} from step {step}")
+    if trainer.step:
+        say(f"resuming {run_dir} from step {trainer.step}")
 
-    sums = torch.zeros(4, device=device)  # d_loss, g_loss, D(x), D(G(z)) summed since the last log line
-    count = 0
-    to_score = torch.sigmoid if loss.probabilistic else (lambda t: t)
-    bar = _progress(config.steps, step, progress)
-    started, interval_start, interval_step = time.perf_counter() - elapsed, time.perf_counter(), step
+    guard = config.max_nonfinite_steps > 0
+    sums, count = torch.zeros(4, device=device), 0  # d_loss, g_loss, D(x), D(G(z)) since the last log line
+    bad_in_a_row, skipped, rollbacks = 0, 0, 0
+    bar = _progress(config.steps, trainer.step, progress)
+    started = time.perf_counter() - trainer.seconds
+    interval_start, interval_step = time.perf_counter(), trainer.step
     metrics_file = open(run_dir / rundir.METRICS, "a", encoding="utf-8")
-    generator.train()
-    discriminator.train()
+    trainer.generator.train()
+    trainer.discriminator.train()
     interrupted = False
     try:
         with _StopRequest() as stop:
-            while step < config.steps:
-                for _ in range(config.d_steps_per_g_step):
-                    real = data.to_model_space(data.samples[sampler.next()])
-                    d_out = discriminator_step(generator, discriminator, d_optimizer, loss, noise, real, config.gp_weight, config.r1_gamma)
-                g_out = generator_step(generator, discriminator, g_optimizer, loss, noise, config.batch_size)
-                if ema is not None:
-                    ema.update()
-                step += 1
-                sums += torch.stack([d_out.loss, g_out.loss, to_score(d_out.real_logits).mean(), to_score(g_out.fake_logits).mean()])
+            while trainer.step < config.steps:
+                scalars, applied = trainer.iteration(skip_nonfinite=guard)
+                step = trainer.step
+                if guard and not applied:
+                    bad_in_a_row, skipped = bad_in_a_row + 1, skipped + 1
+                    if bad_in_a_row >= config.max_nonfinite_steps:
+                        cause = f"{bad_in_a_row} steps in a row had NaN/Inf losses or gradients (skipped) by step {step}"
+                        if config.on_divergence == "rollback" and rollbacks < MAX_ROLLBACKS:
+                            rollbacks += 1
+                            trainer.load_state_dict(_last_good(run_dir, cause), say)
+                            trainer.reseed(rollbacks)
+                            say(f"warning: {cause}; rolled back to step {trainer.step} with fresh noise and batches ({rollbacks}/{MAX_ROLLBACKS})")
+                            rundir.keep_metrics_until(run_dir / rundir.METRICS, trainer.step)
+                            bad_in_a_row, sums, count = 0, sums.zero_(), 0
+                            bar.update(trainer.step - bar.n)
+                            continue
+                        raise TrainingDiverged(
+                            f"training diverged: {cause}; the last good checkpoint in {run_dir / 'checkpoints'} is kept "
+                            "(try lower learning rates, a gradient penalty, or on_divergence=rollback)"
+                        )
+                    continue
+                bad_in_a_row = 0
+                sums += scalars
                 count += 1
                 if step % config.log_every == 0 or step == config.steps:
-                    d_loss, g_loss, d_real, d_fake = (sums / count).tolist()
+                    d_loss, g_loss, d_real, d_fake = (sums / max(count, 1)).tolist()
                     now = time.perf_counter()
                     record = {
                         "step": step, "d_loss": d_loss, "g_loss": g_loss, "d_real": d_real, "d_fake": d_fake,
                         "seconds": round(now - started, 3), "steps_per_s": round((step - interval_step) / (now - interval_start), 2),
+                        "skipped_steps": skipped,
                     }
                     metrics_file.write(json.dumps(record) + "\n")
                     metrics_file.flush()
@@ -227,25 +293,36 @@ def train(config: Config, new: bool = False, progress: bool = True, say=print) -
                     sums.zero_()
                     count, interval_start, interval_step = 0, now, step
                 if step % config.sample_every == 0:
-                    save_picture(snapshot(), f"step_{step:08d}.png")
-                if step % config.checkpoint_every == 0 and step != config.steps:
-                    save_all(step, time.perf_counter() - started)
-                if stop.requested:
-                    interrupted = True
+                    trainer.save_picture(trainer.sampling_generator(), run_dir / "samples" / f"step_{step:08d}.png")
+                interrupted = stop.requested and step < config.steps
+                if interrupted or (step % config.checkpoint_every == 0 and step != config.steps):
+                    trainer.seconds = time.perf_counter() - started
+                    trainer.save(run_dir)
+                if interrupted:
                     break
-            final = save_all(step, time.perf_counter() - started)
+            if not interrupted:
+                trainer.seconds = time.perf_counter() - started
+                final = trainer.save(run_dir)
     finally:
         metrics_file.close()
         bar.close()
     if interrupted:
-        say(f"stopped at step {step}; checkpoint saved in {run_dir / 'checkpoints'}; run the same command again to resume")
+        say(f"stopped at step {trainer.step}; checkpoint saved in {run_dir / 'checkpoints'}; run the same command again to resume")
         raise KeyboardInterrupt
-    save_picture(final, "final.png")
+    trainer.save_picture(final, run_dir / "samples" / "final.png")
+    skipped_note = f" ({skipped} steps skipped for NaN/Inf)" if skipped else ""
     say(
-        f"done: {step} steps in {time.perf_counter() - started:.0f} s. "
+        f"done: {trainer.step} steps in {trainer.seconds:.0f} s{skipped_note}. "
         f"Final samples: {run_dir / 'samples' / 'final.png'}; generator: {run_dir / 'generator.safetensors'}"
     )
     return run_dir
+
+
+def _last_good(run_dir: Path, cause: str) -> dict:
+    state, _ = latest_checkpoint(run_dir)
+    if state is None:
+        raise TrainingDiverged(f"training diverged: {cause}, and there is no checkpoint to roll back to (lower learning rates?)")
+    return state
 
 
 def _progress(total: int, initial: int, enabled: bool):
