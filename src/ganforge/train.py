@@ -227,6 +227,9 @@ def train(config: Config, new: bool = False, progress: bool = True, say=print) -
     checkpoint on SIGINT/SIGTERM.
     """
     dataset = load_dataset(config.data, config.image_size, config.channels, config.on_bad_image)
+    skipped_files = dataset.info.get("skipped_files", [])
+    if skipped_files:
+        say(f"warning: skipped {len(skipped_files)} unreadable image file(s) (on_bad_image=skip), e.g. {skipped_files[0]}")
     config = resolve(config, dataset.kind, dataset.sample_shape, run_name(config.data))
     device = pick_device(config.device)
     # Everything that can still refuse the config is built before the run folder is touched.
