@@ -39,7 +39,8 @@ def test_train_writes_a_complete_run_folder(request, fixture, steps, width, log_
     run: Path = request.getfixturevalue(fixture)
 
     config = json.loads((run / "config.json").read_text())
-    Config(**config)  # every key is a Config field
+    assert (config.pop("world_size"), config.pop("batch_per_process")) == (1, 16), "derived values are recorded"
+    Config(**config)  # every other key is a Config field
     assert config["steps"] == steps and config["out"] == str(run) and config["device"] == "cpu"
     assert config["batch_size"] == 16 and config["g_width"] == config["d_width"] == width
     assert config["lr_g"] is not None and config["latent_dim"] is not None, "auto values are resolved"

@@ -8,6 +8,7 @@ ends with one line on stderr and exit code 2 (a traceback only with --debug).
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from pathlib import Path
 
@@ -44,6 +45,8 @@ KEY_HELP = {
     "ema_decay": "moving average of the generator's weights used for samples and export (0: off)",
     "seed": "random seed (default 0)",
     "device": "auto (default: cuda if available), cpu, cuda or cuda:N",
+    "sync_batchnorm": "true: synchronised BatchNorm across GPUs under torchrun (default false: per-process "
+    "statistics, averaged across processes before sampling and saving)",
     "max_nonfinite_steps": "divergence guard: steps with NaN/Inf loss or gradients are skipped; this many in a row "
     "trigger on_divergence (default 20; 0 turns the guard and its per-step check off)",
     "on_divergence": "stop (default: exit with code 3, last good checkpoint kept) or rollback (to the last checkpoint, "
@@ -61,6 +64,7 @@ TRAIN_EXAMPLES = """examples:
   ganforge train --data mnist:data/mnist --out runs/mnist loss=hinge lr_d=0.0004
   ganforge train my.yaml --data photos/ --image_size 64 --device cuda
   ganforge train --new                             # start runs/digits over (the old run is moved aside)
+  ganforge train --data mnist:data/mnist --nproc 2    # 2 processes (torchrun) on this machine
 Run the same command again to resume from the last checkpoint. Config keys can be given as
 --key VALUE or key=VALUE; a YAML file of key: value lines sets any of them."""
 
@@ -89,6 +93,10 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("args", nargs="*", metavar="[CONFIG.yaml] [key=value ...]", help="a YAML config file and/or key=value overrides")
     train.add_argument("--new", action="store_true", help="start over even if the run folder holds a run (it is moved to OUT.old-N)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--nproc", type=int, default=1, metavar="N",
+        help="data-parallel training in N processes on this machine, started through torchrun (one per GPU, or Gloo on CPU)",
+    )
     train.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     keys = train.add_argument_group("config keys (flags, key=value or YAML)")
     for name in field_names():
@@ -112,8 +120,35 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _train(args: argparse.Namespace) -> int:
+def _launch(nproc: int, argv: list[str]) -> int:
+    """Re-runs this command under torchrun with `nproc` processes on this machine; returns its exit code."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), "-m", "ganforge", *argv]
+    try:
+        return subprocess.run(command).returncode
+    except KeyboardInterrupt:
+        return 130
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    result, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            result.append(arg)
+    return result
+
+
+def _train(args: argparse.Namespace, argv: list[str]) -> int:
+    from ganforge import distributed
     from ganforge.train import train
+
+    if args.nproc < 1:
+        raise GanforgeError(f"--nproc {args.nproc} is invalid: expected an integer >= 1")
+    if args.nproc > 1 and not distributed.launched():
+        return _launch(args.nproc, _without_nproc(argv))
 
     yaml_files = [a for a in args.args if "=" not in a]
     if len(yaml_files) > 1:
@@ -167,6 +202,7 @@ def _sample(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args, unknown = parser.parse_known_args(argv)
     if args.command is None:
         parser.print_help()
@@ -181,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.command == "train" and flag.startswith("--"):
                 raise unknown_key(flag[2:].replace("-", "_"), "as a flag")
             raise GanforgeError(f"unrecognized argument {unknown[0]!r}: see 'ganforge {args.command} --help'")
-        return _train(args) if args.command == "train" else _sample(args)
+        return _train(args, argv) if args.command == "train" else _sample(args)
     except GanforgeError as err:
         if args.debug:
             raise

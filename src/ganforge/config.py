@@ -55,6 +55,7 @@ class Config:
     ema_decay: float | None = None  # exponential moving average of G's weights (0: off)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    sync_batchnorm: bool = False  # several GPUs: BatchNorm statistics over the global batch
     # Divergence guard
     max_nonfinite_steps: int = 20  # consecutive NaN/Inf steps (skipped) before `on_divergence`; 0: no guard
     on_divergence: str = "stop"  # stop | rollback (to the last checkpoint, with fresh noise and batches)
@@ -79,8 +80,12 @@ CHOICES = {
 # Keys a resumed run may change: they steer the run, not what it computes.
 RESUMABLE_CHANGES = {
     "steps", "device", "out", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints",
-    "max_nonfinite_steps", "on_divergence",
+    "max_nonfinite_steps", "on_divergence", "sync_batchnorm",
 }
+
+# Values config.json records beside the config, derived at run time: a config file may
+# hold them (a saved config.json is a valid config file); they are recomputed, not read.
+DERIVED = ("world_size", "batch_per_process")
 
 _TYPES = typing.get_type_hints(Config)
 
@@ -106,8 +111,16 @@ def _coerce(key: str, value: object) -> object:
         if optional:
             return None
         raise GanforgeError(f"{key}=None is invalid: expected {base.__name__}")
+    expected = {bool: "true or false", int: "an integer", float: "a number"}.get(base, "a string")
     try:
-        if base is bool or isinstance(value, bool):
+        if base is bool:
+            words = {"true": True, "on": True, "yes": True, "1": True, "false": False, "off": False, "no": False, "0": False}
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.strip().lower() in words:
+                return words[value.strip().lower()]
+            raise ValueError
+        if isinstance(value, bool):
             raise ValueError
         if base is int:
             number = float(value) if isinstance(value, str) else value
@@ -123,7 +136,7 @@ def _coerce(key: str, value: object) -> object:
             raise ValueError
         return str(value)
     except (ValueError, TypeError, OverflowError):
-        raise GanforgeError(f"{key}={value!r} is invalid: expected {'an integer' if base is int else 'a number' if base is float else 'a string'}") from None
+        raise GanforgeError(f"{key}={value!r} is invalid: expected {expected}") from None
 
 
 def parse_overrides(pairs: list[str]) -> dict:
@@ -155,9 +168,9 @@ def load_yaml(path: str | Path) -> dict:
     if not isinstance(loaded, dict):
         raise GanforgeError(f"config file '{path}' holds a {type(loaded).__name__}: expected a mapping of key: value lines")
     for key in loaded:
-        if key not in _TYPES:
+        if key not in _TYPES and key not in DERIVED:
             raise unknown_key(str(key), f"in {path}")
-    return loaded
+    return {k: v for k, v in loaded.items() if k not in DERIVED}
 
 
 def make_config(*layers: dict) -> Config:

@@ -11,6 +11,12 @@ class GanforgeError(Exception):
     exit_code = 2
 
 
+class DistributedFailure(GanforgeError):
+    """Another process of a torchrun job died or stopped answering; the last checkpoint is kept."""
+
+    exit_code = 4
+
+
 class TrainingDiverged(GanforgeError):
     """Training produced NaN/Inf beyond the divergence guard's limit; the last good checkpoint is kept."""
 

@@ -23,12 +23,13 @@ def archive(run_dir: Path) -> Path:
     return target
 
 
-def prepare(run_dir: Path, config: Config, new: bool, say) -> dict | None:
+def prepare(run_dir: Path, config: Config, new: bool, say, extra: dict | None = None) -> dict | None:
     """Makes `run_dir` ready for `config` and returns the checkpoint to resume from, if any.
 
     An existing run of the same config resumes; a run of a different config, or a folder
     that is not a run, is refused with an error and left untouched; with `new`, an existing
-    folder is moved aside (never deleted) and the run starts over.
+    folder is moved aside (never deleted) and the run starts over. `extra` adds derived,
+    informational values to config.json (e.g. the world size and per-process batch).
     """
     if run_dir.exists() and not run_dir.is_dir():
         raise GanforgeError(f"out='{run_dir}' is a file: expected a run folder")
@@ -59,7 +60,7 @@ def prepare(run_dir: Path, config: Config, new: bool, say) -> dict | None:
     run_dir.mkdir(parents=True, exist_ok=True)
     for leftover in [*run_dir.glob(".*.tmp"), *run_dir.glob("checkpoints/.*.tmp")]:
         leftover.unlink()  # a write cut short by a crash; the file it was replacing is intact
-    write_json(run_dir / CONFIG, dataclasses.asdict(config))
+    write_json(run_dir / CONFIG, {**dataclasses.asdict(config), **(extra or {})})
     keep_metrics_until(run_dir / METRICS, state["step"] if state else 0)
     return state
 

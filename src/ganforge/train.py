@@ -7,7 +7,6 @@ the device.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import signal
@@ -15,18 +14,19 @@ import time
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
-from ganforge import rundir
+from ganforge import distributed, rundir
 from ganforge.checkpoint import latest_checkpoint, save_checkpoint
 from ganforge.config import Config, resolve
 from ganforge.data import BatchSampler, Dataset, load_dataset
 from ganforge.data.dataset import to_data_space
 from ganforge.ema import EMA, recalibrate_batchnorm
-from ganforge.errors import GanforgeError, TrainingDiverged
+from ganforge.errors import DistributedFailure, GanforgeError, TrainingDiverged
 from ganforge.export import export_generator
 from ganforge.losses import get_loss
-from ganforge.nets import ConvDiscriminator, ConvGenerator, MLPDiscriminator, MLPGenerator, init_weights
+from ganforge.nets import ConvDiscriminator, ConvGenerator, MLPDiscriminator, MLPGenerator, build_network, init_weights
 from ganforge.noise import NoiseSampler
 from ganforge.plots import save_samples
 from ganforge.steps import discriminator_step, generator_step
@@ -98,10 +98,22 @@ class _StopRequest:
 
 
 class Trainer:
-    """The players, optimizers and random streams of one run, and everything that saves or restores them."""
+    """The players, optimizers and random streams of one run, and everything that saves or restores them.
+
+    Under torchrun every process holds the same players and random streams: each draws the
+    whole global batch of indices and noise and keeps its own shard (`distributed.shard`),
+    so the state is the same at any world size and a checkpoint resumes at any other.
+    """
 
     def __init__(self, config: Config, dataset: Dataset, device: torch.device) -> None:
         self.config, self.dataset, self.device = config, dataset, device
+        world = distributed.world_size()
+        if config.batch_size % world or (config.batch_size // world) % config.pack:
+            raise GanforgeError(
+                f"batch_size={config.batch_size} does not split over {world} processes in groups of pack={config.pack}: "
+                f"expected a multiple of {world * config.pack}"
+            )
+        self.local_batch = config.batch_size // world
         torch.manual_seed(config.seed)
         generator, discriminator = build_networks(config, dataset)
         self.sampler = BatchSampler(len(dataset), config.batch_size, seed=config.seed, device=device)
@@ -112,7 +124,18 @@ class Trainer:
         self.loss = get_loss(config.loss)
         self.noise = NoiseSampler(config.latent_dim, config.noise, device, seed=config.seed + 1)
         self.ema = EMA(self.generator, config.ema_decay) if config.ema_decay else None
+        if config.sync_batchnorm and world > 1 and device.type == "cuda":
+            nn.SyncBatchNorm.convert_sync_batchnorm(self.generator)
+            nn.SyncBatchNorm.convert_sync_batchnorm(self.discriminator)
+        # The player being trained runs through its DDP wrapper (gradients all-reduced); the
+        # frozen one runs as the plain module, so it takes no part in any reduction.
+        self.g_train = distributed.wrap(self.generator, device)
+        self.d_train = distributed.wrap(self.discriminator, device)
         self.step, self.seconds = 0, 0.0
+
+    def local_noise(self, n: int) -> Tensor:
+        """This process's n noise vectors: its shard of the global draw of n * world_size."""
+        return distributed.shard(self.noise(n * distributed.world_size()))
 
     def state_dict(self) -> dict:
         """The whole training state: a resumed run continues exactly as if it had never stopped."""
@@ -158,21 +181,30 @@ class Trainer:
     def sampling_generator(self) -> nn.Module:
         """The generator to sample and export: the EMA (or live) weights with recalibrated BatchNorm."""
         config = self.config
-        net = copy.deepcopy(self.ema.average if self.ema is not None else self.generator)
+        source = self.ema.average if self.ema is not None else self.generator
+        # A fresh plain network (no SyncBatchNorm, no wrapper) with the source's weights.
+        net = build_network(type(source).__name__, source.config).to(self.device)
+        net.load_state_dict(source.state_dict())
         calibration = NoiseSampler(config.latent_dim, config.noise, self.device, seed=config.seed + SAMPLE_SEED_OFFSET + 1)
         recalibrate_batchnorm(net, calibration, batch_size=max(config.batch_size, 64))
         return net
 
-    def save(self, run_dir: Path) -> nn.Module:
+    def save(self, run_dir: Path) -> nn.Module | None:
         """Exports the sampling generator and writes a full-state checkpoint; returns that generator.
 
-        Non-finite weights are never saved: the last good checkpoint stays the newest.
+        Every process calls it (BatchNorm statistics are averaged across processes first);
+        only the main process writes, and returns the generator. Non-finite weights are never
+        saved: the last good checkpoint stays the newest.
         """
+        distributed.average_buffers(self.generator)
+        distributed.average_buffers(self.discriminator)
         if not self.weights_finite():
             raise TrainingDiverged(
                 f"training diverged by step {self.step}: the weights hold NaN/Inf, so nothing was saved; "
                 f"the last good checkpoint in {run_dir / 'checkpoints'} is kept (try lower learning rates)"
             )
+        if not distributed.is_main():
+            return None
         net = self.sampling_generator()
         spec = {
             "class": type(net).__name__,
@@ -205,12 +237,14 @@ class Trainer:
         """
         config, data = self.config, self.dataset
         for _ in range(config.d_steps_per_g_step):
-            real = data.to_model_space(data.samples[self.sampler.next()])
+            real = data.to_model_space(data.samples[distributed.shard(self.sampler.next())])
             d_out = discriminator_step(
-                self.generator, self.discriminator, self.d_optimizer, self.loss, self.noise, real,
+                self.generator, self.d_train, self.d_optimizer, self.loss, self.local_noise, real,
                 config.gp_weight, config.r1_gamma, skip_nonfinite,
             )
-        g_out = generator_step(self.generator, self.discriminator, self.g_optimizer, self.loss, self.noise, config.batch_size, skip_nonfinite)
+        g_out = generator_step(
+            self.g_train, self.discriminator, self.g_optimizer, self.loss, self.local_noise, self.local_batch, skip_nonfinite
+        )
         if self.ema is not None and g_out.stepped:
             self.ema.update()
         self.step += 1
@@ -224,18 +258,59 @@ def train(config: Config, new: bool = False, progress: bool = True, say=print) -
 
     Returns the run folder. Raises GanforgeError for bad input before anything is written,
     TrainingDiverged when the divergence guard gives up, KeyboardInterrupt after saving a
-    checkpoint on SIGINT/SIGTERM.
+    checkpoint on SIGINT/SIGTERM. Under torchrun, every process calls it; only the main
+    process prints and writes.
     """
+    if not distributed.launched():
+        return _train(config, new, progress, say, None)
+    device = distributed.init(config.device)
+    if not distributed.is_main():
+        progress, say = False, (lambda message: None)
+    try:
+        return _train(config, new, progress, say, device)
+    except RuntimeError as err:
+        if not isinstance(err, dist.DistError) and not any(w in str(err) for w in ("Connection closed", "Gloo", "NCCL", "peer")):
+            raise
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise DistributedFailure(
+            f"lost contact with another training process ({first}); run the same command again to resume from the last checkpoint"
+        ) from None
+    finally:
+        distributed.close()
+
+
+def _prepare_everywhere(run_dir: Path, config: Config, new: bool, say, extra: dict) -> dict | None:
+    """The main process prepares the run folder; the others learn the outcome and load the same checkpoint."""
+    state, error = None, None
+    if distributed.is_main():
+        try:
+            state = rundir.prepare(run_dir, config, new, say, extra)
+        except GanforgeError as err:
+            error = err
+    message, resume_step = distributed.broadcast_object((str(error) if error else None, state["step"] if state else None))
+    if error is not None:
+        raise error
+    if message is not None:
+        raise GanforgeError(message)
+    if state is None and resume_step is not None:
+        state, _ = latest_checkpoint(run_dir)
+        if state is None or state["step"] != resume_step:
+            raise GanforgeError(f"{run_dir}: this process cannot read the checkpoint of step {resume_step}: expected a run folder all processes share")
+    return state
+
+
+def _train(config: Config, new: bool, progress: bool, say, device: torch.device | None) -> Path:
     dataset = load_dataset(config.data, config.image_size, config.channels, config.on_bad_image)
     skipped_files = dataset.info.get("skipped_files", [])
     if skipped_files:
         say(f"warning: skipped {len(skipped_files)} unreadable image file(s) (on_bad_image=skip), e.g. {skipped_files[0]}")
     config = resolve(config, dataset.kind, dataset.sample_shape, run_name(config.data))
-    device = pick_device(config.device)
+    device = device or pick_device(config.device)
     # Everything that can still refuse the config is built before the run folder is touched.
     trainer = Trainer(config, dataset, device)
     run_dir = Path(config.out)
-    state = rundir.prepare(run_dir, config, new, say)
+    extra = {"world_size": distributed.world_size(), "batch_per_process": trainer.local_batch}
+    state = _prepare_everywhere(run_dir, config, new, say, extra)
     dataset.to(device)
     if state is not None:
         trainer.load_state_dict(state, say)
@@ -251,7 +326,8 @@ def train(config: Config, new: bool = False, progress: bool = True, say=print) -
     bar = _progress(config.steps, trainer.step, progress)
     started = time.perf_counter() - trainer.seconds
     interval_start, interval_step = time.perf_counter(), trainer.step
-    metrics_file = open(run_dir / rundir.METRICS, "a", encoding="utf-8")
+    main = distributed.is_main()
+    metrics_file = open(run_dir / rundir.METRICS, "a", encoding="utf-8") if main else None
     trainer.generator.train()
     trainer.discriminator.train()
     interrupted = False
@@ -282,22 +358,24 @@ def train(config: Config, new: bool = False, progress: bool = True, say=print) -
                 sums += scalars
                 count += 1
                 if step % config.log_every == 0 or step == config.steps:
-                    d_loss, g_loss, d_real, d_fake = (sums / max(count, 1)).tolist()
+                    d_loss, g_loss, d_real, d_fake = distributed.all_reduce_mean(sums / max(count, 1)).tolist()
                     now = time.perf_counter()
                     record = {
                         "step": step, "d_loss": d_loss, "g_loss": g_loss, "d_real": d_real, "d_fake": d_fake,
                         "seconds": round(now - started, 3), "steps_per_s": round((step - interval_step) / (now - interval_start), 2),
                         "skipped_steps": skipped,
                     }
-                    metrics_file.write(json.dumps(record) + "\n")
-                    metrics_file.flush()
+                    if metrics_file is not None:
+                        metrics_file.write(json.dumps(record) + "\n")
+                        metrics_file.flush()
                     bar.update(step - bar.n)
                     bar.set_postfix_str(f"d_loss {d_loss:.3f} g_loss {g_loss:.3f} D(x) {d_real:.3f} D(G(z)) {d_fake:.3f}")
                     sums.zero_()
                     count, interval_start, interval_step = 0, now, step
-                if step % config.sample_every == 0:
+                if step % config.sample_every == 0 and main:
                     trainer.save_picture(trainer.sampling_generator(), run_dir / "samples" / f"step_{step:08d}.png")
-                interrupted = stop.requested and step < config.steps
+                # Every process stops at the same step, when any of them was asked to.
+                interrupted = distributed.any_rank(stop.requested, device) and step < config.steps
                 if interrupted or (step % config.checkpoint_every == 0 and step != config.steps):
                     trainer.seconds = time.perf_counter() - started
                     trainer.save(run_dir)
@@ -307,12 +385,14 @@ def train(config: Config, new: bool = False, progress: bool = True, say=print) -
                 trainer.seconds = time.perf_counter() - started
                 final = trainer.save(run_dir)
     finally:
-        metrics_file.close()
+        if metrics_file is not None:
+            metrics_file.close()
         bar.close()
     if interrupted:
         say(f"stopped at step {trainer.step}; checkpoint saved in {run_dir / 'checkpoints'}; run the same command again to resume")
         raise KeyboardInterrupt
-    trainer.save_picture(final, run_dir / "samples" / "final.png")
+    if final is not None:
+        trainer.save_picture(final, run_dir / "samples" / "final.png")
     skipped_note = f" ({skipped} steps skipped for NaN/Inf)" if skipped else ""
     say(
         f"done: {trainer.step} steps in {trainer.seconds:.0f} s{skipped_note}. "

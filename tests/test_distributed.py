@@ -1,0 +1,107 @@
+"""Data-parallel training under torchrun on the CPU (Gloo): agreement, equivalence, resume, failure."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from dist_worker import run as run_single_process
+from ganforge.checkpoint import load_checkpoint
+from helpers import PYTHON, subprocess_env
+
+HERE = Path(__file__).parent
+TINY_RING = ["batch_size=32", "g_width=16", "d_width=16", "g_depth=2", "d_depth=2"]
+TORCHRUN = [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+
+
+def torchrun(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([*TORCHRUN, *args], env=subprocess_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def test_two_processes_agree_every_step_and_match_one_process(tmp_path):
+    """Ranks hold bit-identical parameters after every step, and 2 x 16 samples == 1 x 32 samples."""
+    out = tmp_path / "two.pt"
+    result = torchrun(str(HERE / "dist_worker.py"), str(out), "8", "ring8", *TINY_RING)
+    assert result.returncode == 0, result.stderr[-3000:]
+    two = torch.load(out)
+    assert two["agreed"] == [True] * 8
+    one = run_single_process(8, "ring8", TINY_RING)
+    assert not torch.equal(one["params"], run_single_process(0, "ring8", TINY_RING)["params"]), "training moved the weights"
+    torch.testing.assert_close(two["params"], one["params"], rtol=1e-4, atol=1e-5)
+
+
+def test_batchnorm_conv_nets_agree_across_processes(tmp_path):
+    """With BatchNorm (per-process statistics) the parameters still stay identical on every rank."""
+    out = tmp_path / "bn.pt"
+    result = torchrun(str(HERE / "dist_worker.py"), str(out), "4", "digits", "batch_size=16", "g_width=4", "d_width=4", "r1_gamma=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert torch.load(out)["agreed"] == [True] * 4
+
+
+def _train_args(out: Path, steps: int) -> list[str]:
+    return ["train", "--data", "ring8", "--out", str(out), "--steps", str(steps), "--quiet", "--device", "cpu",
+            "--checkpoint_every", "10", "--log_every", "5", "--sample_every", "1000", *TINY_RING]
+
+
+def test_checkpoint_from_two_processes_resumes_in_one(tmp_path):
+    """A run checkpointed at world size 2 resumes at world size 1 and ends where a 1-process run ends."""
+    resumed, straight = tmp_path / "resumed", tmp_path / "straight"
+    first = subprocess.run([PYTHON, "-m", "ganforge", *_train_args(resumed, 20), "--nproc", "2"],
+                           env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr[-3000:]
+    config = json.loads((resumed / "config.json").read_text())
+    assert (config["world_size"], config["batch_size"], config["batch_per_process"]) == (2, 32, 16)
+    for out in (resumed, straight):
+        done = subprocess.run([PYTHON, "-m", "ganforge", *_train_args(out, 40)], env=subprocess_env(), capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert (f"resuming {out} from step 20" in done.stderr) == (out == resumed)
+    a = load_checkpoint(resumed / "checkpoints" / "checkpoint-00000040.pt")
+    b = load_checkpoint(straight / "checkpoints" / "checkpoint-00000040.pt")
+    assert json.loads((resumed / "config.json").read_text())["world_size"] == 1
+    for player in ("generator", "discriminator"):
+        for key in b[player]:
+            torch.testing.assert_close(a[player][key], b[player][key], rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="finds the workers with pgrep -P")
+def test_a_killed_process_fails_the_job_fast_and_the_run_resumes(tmp_path):
+    """SIGKILL one worker: torchrun ends the job promptly (no hang); the same command then resumes."""
+    out = tmp_path / "run"
+    command = [*TORCHRUN, "-m", "ganforge", *_train_args(out, 100_000)]
+    job = subprocess.Popen(command, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while not list((out / "checkpoints").glob("checkpoint-*.pt")):
+            assert time.monotonic() < deadline and job.poll() is None, "no checkpoint appeared"
+            time.sleep(0.2)
+        workers = subprocess.run(["pgrep", "-f", "-P", str(job.pid), "ganforge"], capture_output=True, text=True).stdout.split()
+        assert len(workers) == 2, workers
+        killed_at = time.monotonic()
+        subprocess.run(["kill", "-9", workers[-1]], check=True)
+        job.wait(timeout=60)
+        assert time.monotonic() - killed_at < 60
+        assert job.returncode != 0
+    finally:
+        if job.poll() is None:
+            job.send_signal(signal.SIGKILL)
+            job.wait()
+    step = load_checkpoint(sorted((out / "checkpoints").glob("checkpoint-*.pt"))[-1])["step"]
+    again = subprocess.run([PYTHON, "-m", "ganforge", *_train_args(out, step + 10), "--nproc", "2"],
+                           env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resuming {out} from step {step}" in again.stderr
+
+
+def test_nproc_flag_is_not_a_config_key(tmp_path):
+    """--nproc starts torchrun; a bad value is a clean error."""
+    bad = subprocess.run([PYTHON, "-m", "ganforge", *_train_args(tmp_path / "r", 5), "--nproc", "0"],
+                         env=subprocess_env(), capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and bad.stderr.strip() == "ganforge: error: --nproc 0 is invalid: expected an integer >= 1"
+    assert not (tmp_path / "r").exists()
