@@ -105,3 +105,25 @@ def test_nproc_flag_is_not_a_config_key(tmp_path):
                          env=subprocess_env(), capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.strip() == "ganforge: error: --nproc 0 is invalid: expected an integer >= 1"
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="finds the workers with pgrep -P")
+def test_max_restarts_resumes_after_a_killed_process(tmp_path):
+    """Under torchrun --max-restarts 1 a killed worker restarts the job, which resumes and finishes."""
+    out = tmp_path / "run"
+    command = [*TORCHRUN, "--max-restarts", "1", "-m", "ganforge", *_train_args(out, 400)]
+    job = subprocess.Popen(command, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while not list((out / "checkpoints").glob("checkpoint-*.pt")):
+            assert time.monotonic() < deadline and job.poll() is None, "no checkpoint appeared"
+            time.sleep(0.1)
+        workers = subprocess.run(["pgrep", "-f", "-P", str(job.pid), "ganforge"], capture_output=True, text=True).stdout.split()
+        subprocess.run(["kill", "-9", workers[-1]], check=True)
+        _, stderr = job.communicate(timeout=120)
+    finally:
+        if job.poll() is None:
+            job.send_signal(signal.SIGKILL)
+            job.wait()
+    assert job.returncode == 0, stderr[-3000:]
+    assert "resuming" in stderr and "done: 400 steps" in stderr

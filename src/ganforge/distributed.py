@@ -33,7 +33,12 @@ def init(device_name: str) -> torch.device:
     else:
         device = torch.device("cpu")
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=TIMEOUT)
+        # torchrun's store outlives a restart (--max-restarts); keys from the failed attempt,
+        # such as a dead peer's address, must not be read by the next one.
+        store, rank, size = next(dist.rendezvous("env://", timeout=TIMEOUT))
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        store = dist.PrefixStore(f"ganforge/attempt-{attempt}/", store)
+        dist.init_process_group("nccl" if use_cuda else "gloo", store=store, rank=rank, world_size=size, timeout=TIMEOUT)
     return device
 
 
