@@ -15,7 +15,7 @@ import torch.distributed as dist
 from ganforge import distributed
 from ganforge.config import make_config, parse_overrides, resolve
 from ganforge.data import load_dataset
-from ganforge.train import Trainer
+from ganforge.trainer import Trainer
 
 
 def flat_parameters(trainer: Trainer) -> torch.Tensor:

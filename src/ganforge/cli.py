@@ -169,7 +169,7 @@ def _sample(args: argparse.Namespace) -> int:
 
     from ganforge.export import load_generator
     from ganforge.plots import save_samples, to_image
-    from ganforge.train import pick_device
+    from ganforge.trainer import pick_device
 
     if args.n < 1:
         raise GanforgeError(f"--n {args.n} is invalid: expected an integer >= 1")
