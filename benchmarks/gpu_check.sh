@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Checks ganforge on a CUDA machine: the test suite with the GPU tests, the default digits job
+# and an MNIST run on the GPU, with wall times. Needs torch with CUDA; installs nothing.
+# Usage: benchmarks/gpu_check.sh OUT_DIR [MNIST_FOLDER]
+set -uo pipefail
+out=${1:?usage: benchmarks/gpu_check.sh OUT_DIR [MNIST_FOLDER]}
+mnist=${2:-../shared/data/mnist}
+export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
+mkdir -p "$out"
+runs=$(mktemp -d)
+{
+  nvidia-smi -L
+  python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
+  python3 -m pytest -m "gpu or not slow" -p no:cacheprovider 2>&1 | tail -4
+  for job in "digits:--data digits" "mnist:--data mnist:$mnist --steps 3000"; do
+    name=${job%%:*}
+    TIMEFORMAT="$name: wall %R s"
+    time python3 -m ganforge train ${job#*:} --out "$runs/$name" --device cuda --quiet
+    tail -n 1 "$runs/$name/metrics.jsonl"
+    cp "$runs/$name/samples/final.png" "$out/${name}_final.png"
+  done
+} 2>&1 | tee "$out/gpu_check.log"
