@@ -71,3 +71,16 @@ def assert_clean_error(result: CliResult, *fragments: str) -> str:
 
 def read_metrics(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def write_sealed(path: Path, obj: object) -> None:
+    """Writes `obj` with torch.save inside a valid checksum header: a checkpoint file whose content is `obj`."""
+    import io
+
+    import torch
+
+    from ganforge.checkpoint import seal
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    path.write_bytes(seal(buffer.getvalue()))

@@ -23,6 +23,7 @@ from ganforge.export import SampleableGenerator, export_generator, load_generato
 from ganforge.nets import ConvGenerator, MLPGenerator
 from ganforge.noise import NoiseSampler
 from ganforge.plots import image_grid
+from helpers import write_sealed
 
 
 def minimal_state(step: int) -> dict:
@@ -56,15 +57,18 @@ def test_latest_checkpoint_skips_corrupt_newer_files_with_a_warning(tmp_path):
     (tmp_path / "checkpoints" / "checkpoint-00000002.pt").write_bytes(b"\x80\x02 not a zip")
     state, warnings = latest_checkpoint(tmp_path)
     assert state["step"] == 1
-    assert len(warnings) == 1 and "checkpoint-00000002.pt is corrupt" in warnings[0]
+    assert len(warnings) == 1 and "checkpoint-00000002.pt is not a ganforge checkpoint" in warnings[0]
 
 
 def test_load_checkpoint_validates_content(tmp_path):
     path = tmp_path / "c.pt"
-    torch.save({"step": 1}, path)
+    torch.save(minimal_state(1), path)  # no checksum header
     with pytest.raises(GanforgeError, match="is not a ganforge checkpoint"):
         load_checkpoint(path)
-    torch.save({**minimal_state(1), "format_version": 99}, path)
+    write_sealed(path, {"step": 1})
+    with pytest.raises(GanforgeError, match="is not a ganforge checkpoint"):
+        load_checkpoint(path)
+    write_sealed(path, {**minimal_state(1), "format_version": 99})
     with pytest.raises(GanforgeError, match="format version 99"):
         load_checkpoint(path)
 
@@ -76,7 +80,7 @@ class _Exploit:
 
 def test_load_checkpoint_never_runs_pickled_code(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    torch.save({**minimal_state(1), "format_version": FORMAT_VERSION, "payload": _Exploit()}, tmp_path / "evil.pt")
+    write_sealed(tmp_path / "evil.pt", {**minimal_state(1), "format_version": FORMAT_VERSION, "payload": _Exploit()})
     with pytest.raises(GanforgeError, match="unsafe to load"):
         load_checkpoint(tmp_path / "evil.pt")
     assert not (tmp_path / "exploited-by-checkpoint").exists()

@@ -19,13 +19,13 @@ def test_no_layers_gives_the_defaults():
 def test_values_are_coerced_to_the_field_types():
     config = make_config({
         "steps": "100", "batch_size": 32.0, "lr_g": "1e-3", "lr_d": 2, "latent_dim": "1e1",
-        "seed": "-3", "image_size": "auto", "g_width": "none", "loss": "hinge", "data": "ring8",
+        "seed": "3e0", "image_size": "auto", "g_width": "none", "loss": "hinge", "data": "ring8",
     })
     assert config.steps == 100 and type(config.steps) is int
     assert config.batch_size == 32 and type(config.batch_size) is int
     assert config.lr_g == 0.001 and type(config.lr_g) is float
     assert config.lr_d == 2.0 and type(config.lr_d) is float
-    assert config.latent_dim == 10 and config.seed == -3
+    assert config.latent_dim == 10 and config.seed == 3
     assert config.image_size is None and config.g_width is None
     assert config.loss == "hinge"
 

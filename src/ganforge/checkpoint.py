@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import re
 import tempfile
@@ -11,7 +13,10 @@ import torch
 
 from ganforge.errors import GanforgeError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# A checkpoint file is MAGIC, the SHA-256 of the payload in hex, a newline, then the payload
+# (torch.save's bytes): any changed byte is caught before the payload is unpickled.
+MAGIC = b"GANFORGE-CHECKPOINT\n"
 _NAME = re.compile(r"^checkpoint-(\d{8})\.pt$")
 
 
@@ -37,6 +42,9 @@ def atomic_write(path: Path, write) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(err.errno, err.strerror or str(err), str(path)) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -62,16 +70,34 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 def save_checkpoint(run_dir: Path, state: dict, keep: int) -> Path:
     """Writes `state` as the checkpoint of step state['step'] and prunes all but the newest `keep`."""
     path = checkpoint_path(run_dir, state["step"])
-    atomic_write(path, lambda f: torch.save({"format_version": FORMAT_VERSION, **state}, f))
+    buffer = io.BytesIO()
+    torch.save({"format_version": FORMAT_VERSION, **state}, buffer)
+    sealed = seal(buffer.getvalue())  # serialised first: a full disk shows as OSError from the write
+    atomic_write(path, lambda f: f.write(sealed))
     for old in list_checkpoints(run_dir)[:-keep]:
         old.unlink(missing_ok=True)
     return path
 
 
+def seal(payload: bytes) -> bytes:
+    """A checkpoint file's bytes: MAGIC, the payload's SHA-256 in hex, a newline, the payload."""
+    return MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload
+
+
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
-    """Loads and validates a checkpoint with weights_only=True: no pickled code can run."""
+    """Loads and validates a checkpoint: checksum first, then torch.load(weights_only=True), so no pickled code can run."""
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        raw = path.read_bytes()
+    except OSError as err:
+        raise GanforgeError(f"checkpoint {path} cannot be read ({err.strerror})") from None
+    header = len(MAGIC) + 65
+    if not raw.startswith(MAGIC) or len(raw) < header or raw[header - 1 : header] != b"\n":
+        raise GanforgeError(f"checkpoint {path} is not a ganforge checkpoint of format {FORMAT_VERSION} (truncated, corrupt or foreign)")
+    payload = raw[header:]
+    if hashlib.sha256(payload).hexdigest().encode() != raw[len(MAGIC) : header - 1]:
+        raise GanforgeError(f"checkpoint {path} is corrupt or truncated: its checksum does not match")
+    try:
+        state = torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises many types for corrupt, truncated or unsafe files
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise GanforgeError(f"checkpoint {path} is corrupt, truncated or unsafe to load ({first[:200]})") from None

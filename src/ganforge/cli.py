@@ -200,6 +200,11 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _one_line(message: str) -> str:
+    """Newlines in a user's value (a path, a key) must not split the one-line error."""
+    return message.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -221,11 +226,11 @@ def main(argv: list[str] | None = None) -> int:
     except GanforgeError as err:
         if args.debug:
             raise
-        print(f"ganforge: error: {err}", file=sys.stderr)
+        print(f"ganforge: error: {_one_line(str(err))}", file=sys.stderr)
         return err.exit_code
     except OSError as err:
         if args.debug:
             raise
         where = f" {err.filename}" if getattr(err, "filename", None) else ""
-        print(f"ganforge: error: cannot read or write{where}: {err.strerror or err}", file=sys.stderr)
+        print(_one_line(f"ganforge: error: cannot read or write{where}: {err.strerror or err}"), file=sys.stderr)
         return 2

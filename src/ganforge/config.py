@@ -160,6 +160,8 @@ def load_yaml(path: str | Path) -> dict:
         raise GanforgeError(f"config file '{path}' does not exist: expected a YAML file of key: value lines")
     try:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise GanforgeError(f"config file '{path}' is nested too deeply: expected a flat mapping of key: value lines") from None
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise GanforgeError(f"config file '{path}' is not valid YAML ({first})") from None
@@ -210,6 +212,7 @@ def validate(config: Config) -> None:
         value = getattr(config, key)
         _require(value is None or 0 <= value < 1, key, value, "a number in [0, 1)")
     _require(config.ema_decay is None or 0 <= config.ema_decay < 1, "ema_decay", config.ema_decay, "a number in [0, 1)")
+    _require(0 <= config.seed < 2**31, "seed", config.seed, "an integer from 0 to 2**31 - 1")
     _require(config.gp_weight >= 0, "gp_weight", config.gp_weight, "a number >= 0")
     _require(config.r1_gamma >= 0, "r1_gamma", config.r1_gamma, "a number >= 0")
     device = config.device

@@ -9,6 +9,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from torch import Tensor
 
+from ganforge.checkpoint import atomic_write
+
 
 def to_image(image: Tensor) -> Image.Image:
     """One image in data space, float (c, h, w) in [0, 1] -> a PIL image of the same size, grey or RGB."""
@@ -56,8 +58,5 @@ def scatter(samples: Tensor, reference: Tensor | None = None, side: int = 512) -
 
 def save_samples(path: Path, samples: Tensor, reference: Tensor | None = None) -> None:
     """Saves a grid for images (n, c, h, w) or a scatter plot for 2D vectors (n, 2)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     picture = image_grid(samples) if samples.dim() == 4 else scatter(samples, reference)
-    tmp = path.with_name(f".{path.name}.tmp")
-    picture.save(tmp, format="PNG")
-    tmp.replace(path)
+    atomic_write(path, lambda f: picture.save(f, format="PNG"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from ganforge.config import Config, diff
 from ganforge.errors import GanforgeError
 
 CONFIG, METRICS = "config.json", "metrics.jsonl"
+# Temporary files of checkpoint.atomic_write for the files a run writes.
+LEFTOVER = re.compile(r"^\.(config\.json|metrics\.jsonl|generator\.(safetensors|json)|checkpoint-\d{8}\.pt|[\w.-]+\.png)(\.\w+)?\.tmp$")
 
 
 def archive(run_dir: Path) -> Path:
@@ -33,6 +36,9 @@ def prepare(run_dir: Path, config: Config, new: bool, say, extra: dict | None = 
     """
     if run_dir.exists() and not run_dir.is_dir():
         raise GanforgeError(f"out='{run_dir}' is a file: expected a run folder")
+    for leftover in [*run_dir.glob(".*.tmp"), *run_dir.glob("*/.*.tmp")]:
+        if LEFTOVER.match(leftover.name):
+            leftover.unlink()  # a write of ours cut short by a crash; the file it was replacing is intact
     occupied = run_dir.is_dir() and any(run_dir.iterdir())
     if occupied and new:
         say(f"--new: moved the previous run to {archive(run_dir)}")
@@ -58,8 +64,6 @@ def prepare(run_dir: Path, config: Config, new: bool, say, extra: dict | None = 
         for warning in warnings:
             say(f"warning: {warning}")
     run_dir.mkdir(parents=True, exist_ok=True)
-    for leftover in [*run_dir.glob(".*.tmp"), *run_dir.glob("checkpoints/.*.tmp")]:
-        leftover.unlink()  # a write cut short by a crash; the file it was replacing is intact
     write_json(run_dir / CONFIG, {**dataclasses.asdict(config), **(extra or {})})
     keep_metrics_until(run_dir / METRICS, state["step"] if state else 0)
     return state

@@ -45,6 +45,17 @@ def frozen(module: nn.Module) -> Iterator[nn.Module]:
                 buffer.copy_(saved)
 
 
+def _keep_buffers(module: nn.Module, enabled: bool) -> list[tuple[Tensor, Tensor]]:
+    """A copy of `module`'s buffers, to put back if its update is skipped (empty when not `enabled`)."""
+    return [(b, b.clone()) for b in module.buffers()] if enabled else []
+
+
+@torch.no_grad()
+def _put_back(kept: list[tuple[Tensor, Tensor]]) -> None:
+    for buffer, value in kept:
+        buffer.copy_(value)
+
+
 @dataclass
 class StepResult:
     """Detached per-step results on the training device, and whether the optimizer stepped."""
@@ -79,7 +90,12 @@ def generator_step(
     batch_size: int,
     skip_nonfinite: bool = False,
 ) -> StepResult:
-    """One generator update against a frozen discriminator (skipped on NaN/Inf if `skip_nonfinite`)."""
+    """One generator update against a frozen discriminator.
+
+    With `skip_nonfinite`, an update whose loss or gradients hold NaN/Inf is skipped and the
+    generator is left exactly as it was, buffers included.
+    """
+    kept = _keep_buffers(generator, skip_nonfinite)
     with frozen(discriminator):
         z = noise(batch_size)  # 1. sample random input, (batch, latent_dim)
         fake = generator(z)  # 2. the generator turns noise into data instances
@@ -88,6 +104,8 @@ def generator_step(
         g_optimizer.zero_grad(set_to_none=True)
         g_loss.backward()  # 5. backpropagate through D (no weight grads) into G
         stepped = apply_update(g_optimizer, g_loss, skip_nonfinite)  # 6. update only the generator's weights
+    if not stepped:
+        _put_back(kept)
     return StepResult(g_loss.detach(), None, fake_logits.detach(), stepped)
 
 
@@ -105,9 +123,11 @@ def discriminator_step(
     """One discriminator update on a real batch and a generated batch of the same size.
 
     `gp_weight` adds the WGAN-GP penalty, `r1_gamma` the R1 penalty (times gamma / 2);
-    `skip_nonfinite` skips the update when the loss or a gradient holds NaN/Inf.
+    `skip_nonfinite` skips the update when the loss or a gradient holds NaN/Inf, leaving the
+    discriminator exactly as it was, buffers included.
     The generator is frozen and run without a graph: it receives no gradient and is unchanged.
     """
+    kept = _keep_buffers(discriminator, skip_nonfinite)
     with frozen(generator), torch.no_grad():
         fake = generator(noise(real.shape[0]))
     real_logits = discriminator(real)
@@ -120,4 +140,6 @@ def discriminator_step(
     d_optimizer.zero_grad(set_to_none=True)
     d_loss.backward()
     stepped = apply_update(d_optimizer, d_loss, skip_nonfinite)
+    if not stepped:
+        _put_back(kept)
     return StepResult(d_loss.detach(), real_logits.detach(), fake_logits.detach(), stepped)

@@ -112,6 +112,9 @@ def _train(config: Config, new: bool, progress: bool, say, device: torch.device 
     if state is not None:
         trainer.load_state_dict(state, say)
     if trainer.step >= config.steps:
+        final_picture = run_dir / "samples" / "final.png"
+        if distributed.is_main() and not final_picture.exists():  # the run was stopped while drawing it
+            trainer.save_picture(trainer.sampling_generator(), final_picture)
         say(f"{run_dir} is already trained to step {trainer.step} (steps={config.steps}); use --steps to train longer or --new to start over")
         return run_dir
     if trainer.step:
@@ -119,7 +122,7 @@ def _train(config: Config, new: bool, progress: bool, say, device: torch.device 
 
     guard = config.max_nonfinite_steps > 0
     sums, count = torch.zeros(4, device=device), 0  # d_loss, g_loss, D(x), D(G(z)) since the last log line
-    bad_in_a_row, skipped, rollbacks = 0, 0, 0
+    bad_in_a_row, rollbacks = 0, 0
     bar = _progress(config.steps, trainer.step, progress)
     started = time.perf_counter() - trainer.seconds
     interval_start, interval_step = time.perf_counter(), trainer.step
@@ -133,40 +136,43 @@ def _train(config: Config, new: bool, progress: bool, say, device: torch.device 
             while trainer.step < config.steps:
                 scalars, applied = trainer.iteration(skip_nonfinite=guard)
                 step = trainer.step
-                if guard and not applied:
-                    bad_in_a_row, skipped = bad_in_a_row + 1, skipped + 1
-                    if bad_in_a_row >= config.max_nonfinite_steps:
-                        cause = f"{bad_in_a_row} steps in a row had NaN/Inf losses or gradients (skipped) by step {step}"
-                        if config.on_divergence == "rollback" and rollbacks < MAX_ROLLBACKS:
-                            rollbacks += 1
-                            trainer.load_state_dict(_last_good(run_dir, cause), say)
-                            trainer.reseed(rollbacks)
-                            say(f"warning: {cause}; rolled back to step {trainer.step} with fresh noise and batches ({rollbacks}/{MAX_ROLLBACKS})")
+                if applied:
+                    bad_in_a_row, count = 0, count + 1
+                    sums += scalars
+                else:
+                    bad_in_a_row += 1
+                if bad_in_a_row and bad_in_a_row >= config.max_nonfinite_steps:
+                    cause = f"{bad_in_a_row} steps in a row had NaN/Inf losses or gradients (skipped) by step {step}"
+                    if config.on_divergence == "rollback" and rollbacks < MAX_ROLLBACKS:
+                        rollbacks += 1
+                        trainer.load_state_dict(_last_good(run_dir, cause), say)
+                        trainer.reseed(rollbacks)
+                        say(f"warning: {cause}; rolled back to step {trainer.step} with fresh noise and batches ({rollbacks}/{MAX_ROLLBACKS})")
+                        if metrics_file is not None:
+                            metrics_file.close()  # the file is rewritten without the steps rolled back
                             rundir.keep_metrics_until(run_dir / rundir.METRICS, trainer.step)
-                            bad_in_a_row, sums, count = 0, sums.zero_(), 0
-                            bar.update(trainer.step - bar.n)
-                            continue
-                        raise TrainingDiverged(
-                            f"training diverged: {cause}; the last good checkpoint in {run_dir / 'checkpoints'} is kept "
-                            "(try lower learning rates, a gradient penalty, or on_divergence=rollback)"
-                        )
-                    continue
-                bad_in_a_row = 0
-                sums += scalars
-                count += 1
+                            metrics_file = open(run_dir / rundir.METRICS, "a", encoding="utf-8")
+                        bad_in_a_row, count = 0, 0
+                        sums.zero_()
+                        bar.update(trainer.step - bar.n)
+                        continue
+                    advice = f"after {MAX_ROLLBACKS} rollbacks" if rollbacks else "(try lower learning rates, a gradient penalty, or on_divergence=rollback)"
+                    raise TrainingDiverged(f"training diverged: {cause}; the last good checkpoint in {run_dir / 'checkpoints'} is kept {advice}")
                 if step % config.log_every == 0 or step == config.steps:
-                    d_loss, g_loss, d_real, d_fake = distributed.all_reduce_mean(sums / max(count, 1)).tolist()
+                    means = distributed.all_reduce_mean(sums / max(count, 1)).tolist() if count else [None] * 4
+                    d_loss, g_loss, d_real, d_fake = means
                     now = time.perf_counter()
                     record = {
                         "step": step, "d_loss": d_loss, "g_loss": g_loss, "d_real": d_real, "d_fake": d_fake,
                         "seconds": round(now - started, 3), "steps_per_s": round((step - interval_step) / (now - interval_start), 2),
-                        "skipped_steps": skipped,
+                        "skipped_steps": trainer.skipped_steps,
                     }
                     if metrics_file is not None:
                         metrics_file.write(json.dumps(record) + "\n")
                         metrics_file.flush()
                     bar.update(step - bar.n)
-                    bar.set_postfix_str(f"d_loss {d_loss:.3f} g_loss {g_loss:.3f} D(x) {d_real:.3f} D(G(z)) {d_fake:.3f}")
+                    if count:
+                        bar.set_postfix_str(f"d_loss {d_loss:.3f} g_loss {g_loss:.3f} D(x) {d_real:.3f} D(G(z)) {d_fake:.3f}")
                     sums.zero_()
                     count, interval_start, interval_step = 0, now, step
                 if step % config.sample_every == 0 and main:
@@ -190,7 +196,7 @@ def _train(config: Config, new: bool, progress: bool, say, device: torch.device 
         raise KeyboardInterrupt
     if final is not None:
         trainer.save_picture(final, run_dir / "samples" / "final.png")
-    skipped_note = f" ({skipped} steps skipped for NaN/Inf)" if skipped else ""
+    skipped_note = f" ({trainer.skipped_steps} steps skipped for NaN/Inf)" if trainer.skipped_steps else ""
     say(
         f"done: {trainer.step} steps in {trainer.seconds:.0f} s{skipped_note}. "
         f"Final samples: {run_dir / 'samples' / 'final.png'}; generator: {run_dir / 'generator.safetensors'}"

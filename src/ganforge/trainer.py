@@ -99,7 +99,7 @@ class Trainer:
         # frozen one runs as the plain module, so it takes no part in any reduction.
         self.g_train = distributed.wrap(self.generator, device)
         self.d_train = distributed.wrap(self.discriminator, device)
-        self.step, self.seconds = 0, 0.0
+        self.step, self.seconds, self.skipped_steps = 0, 0.0, 0
 
     def local_noise(self, n: int) -> Tensor:
         """This process's n noise vectors: its shard of the global draw of n * world_size."""
@@ -110,6 +110,7 @@ class Trainer:
         return {
             "step": self.step,
             "seconds": self.seconds,
+            "skipped_steps": self.skipped_steps,
             "config": dataclasses.asdict(self.config),
             "generator": self.generator.state_dict(),
             "discriminator": self.discriminator.state_dict(),
@@ -122,7 +123,7 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict, say=print) -> None:
-        self.step, self.seconds = state["step"], state["seconds"]
+        self.step, self.seconds, self.skipped_steps = state["step"], state["seconds"], state["skipped_steps"]
         self.generator.load_state_dict(state["generator"])
         self.discriminator.load_state_dict(state["discriminator"])
         self.g_optimizer.load_state_dict(state["g_optimizer"])
@@ -204,18 +205,22 @@ class Trainer:
         Returns (d_loss, g_loss, D(x), D(G(z))) as one device tensor, and whether every update was applied.
         """
         config, data = self.config, self.dataset
+        applied = True
         for _ in range(config.d_steps_per_g_step):
             real = data.to_model_space(data.samples[distributed.shard(self.sampler.next())])
             d_out = discriminator_step(
                 self.generator, self.d_train, self.d_optimizer, self.loss, self.local_noise, real,
                 config.gp_weight, config.r1_gamma, skip_nonfinite,
             )
+            applied = applied and d_out.stepped
         g_out = generator_step(
             self.g_train, self.discriminator, self.g_optimizer, self.loss, self.local_noise, self.local_batch, skip_nonfinite
         )
         if self.ema is not None and g_out.stepped:
             self.ema.update()
         self.step += 1
+        self.skipped_steps += not (applied and g_out.stepped)
         score = torch.sigmoid if self.loss.probabilistic else (lambda t: t)
         scalars = torch.stack([d_out.loss, g_out.loss, score(d_out.real_logits).mean(), score(g_out.fake_logits).mean()])
-        return scalars, d_out.stepped and g_out.stepped
+        return scalars, applied and g_out.stepped
+

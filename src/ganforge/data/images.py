@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import zlib
 from pathlib import Path
@@ -56,7 +57,7 @@ def read_idx(path: Path) -> np.ndarray:
     ndim = raw[3]
     header = 4 + 4 * ndim
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = int(np.prod(shape))
+    expected = math.prod(shape)  # Python ints: no overflow for absurd headers
     if len(raw) != header + expected:
         raise GanforgeError(f"{path}: IDX file is truncated or corrupt: header says {shape} = {expected} bytes, found {len(raw) - header}")
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
@@ -107,14 +108,14 @@ def _list_images(folder: Path) -> list[Path]:
 
 
 def _square(image: Image.Image, size: int) -> Image.Image:
-    """Resize the shorter side to `size` and centre-crop to size x size."""
+    """Centre-crop to a square of the shorter side, then resize to size x size."""
     w, h = image.size
-    scale = size / min(w, h)
-    if (w, h) != (size, size):
-        image = image.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.Resampling.LANCZOS)
-        w, h = image.size
-        left, top = (w - size) // 2, (h - size) // 2
-        image = image.crop((left, top, left + size, top + size))
+    side = min(w, h)
+    if w != h:
+        left, top = (w - side) // 2, (h - side) // 2
+        image = image.crop((left, top, left + side, top + side))
+    if side != size:
+        image = image.resize((size, size), Image.Resampling.LANCZOS)
     return image
 
 
@@ -124,10 +125,11 @@ def _is_grey(image: Image.Image) -> bool:
 
 def _to_mode(image: Image.Image, channels: int) -> Image.Image:
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        # 16-bit or float grey: scale to 8 bits by the image's own range.
+        # 16-bit grey is scaled from [0, 65535]; 32-bit int grey too when it exceeds 8 bits (16-bit
+        # PNGs open as "I" in some Pillow versions); float grey is taken as 8-bit values.
         array = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if image.mode.startswith("I") and array.max() > 255 else 255.0
-        image = Image.fromarray(np.clip(array * (255.0 / top), 0, 255).astype(np.uint8), "L")
+        top = 65535.0 if image.mode.startswith("I;16") or (image.mode == "I" and array.max() > 255) else 255.0
+        image = Image.fromarray(np.clip(np.round(array * (255.0 / top)), 0, 255).astype(np.uint8), "L")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         # Composite transparent pixels onto white rather than whatever colour they hide.
         rgba = image.convert("RGBA")
@@ -156,7 +158,7 @@ def load_image_folder(
             with Image.open(path) as image:
                 image.load()
                 opened.append((path, image.copy() if image.mode != "P" else image.convert("RGBA")))
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError, MemoryError, Image.DecompressionBombError) as err:
             if on_bad_image != "skip":
                 raise GanforgeError(f"{path}: cannot read image ({type(err).__name__}: {err}); set on_bad_image=skip to skip bad files") from None
             bad.append(str(path))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import tokenize
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,9 @@ def _load_npy(path: Path) -> np.ndarray:
         raise GanforgeError(f"{path}: cannot read .npy file ({err}): expected a numeric array saved by numpy.save") from None
     except (OSError, EOFError) as err:
         raise GanforgeError(f"{path}: cannot read .npy file: truncated or corrupt ({err})") from None
+    except (MemoryError, OverflowError, SyntaxError, tokenize.TokenError) as err:
+        # A header that claims an impossible shape or does not parse.
+        raise GanforgeError(f"{path}: .npy header is corrupt ({type(err).__name__})") from None
     if array.dtype.kind not in "biuf":
         raise GanforgeError(f"{path}: array of dtype {array.dtype} is not numeric: expected integers or floats")
     return array
@@ -27,7 +31,7 @@ def _load_npy(path: Path) -> np.ndarray:
 def _load_csv(path: Path) -> np.ndarray:
     """Numeric rows of a CSV file; a first line with no numeric cell is a header. Errors give file line numbers."""
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
             rows = [(reader.line_num, row) for row in reader if row and any(cell.strip() for cell in row)]
     except (OSError, UnicodeDecodeError, csv.Error) as err:
@@ -67,6 +71,9 @@ def load_vectors(path: Path) -> Dataset:
     if not np.isfinite(array).all():
         row = int(np.argwhere(~np.isfinite(array))[0][0])
         raise GanforgeError(f"{path}: row {row + 1} holds NaN or Inf: expected finite numbers")
+    if np.abs(array).max() > np.finfo(np.float32).max:
+        row = int(np.argwhere(np.abs(array) > np.finfo(np.float32).max)[0][0])
+        raise GanforgeError(f"{path}: row {row + 1} holds a value beyond float32's range (3.4e38): expected smaller numbers")
     shift = array.mean(axis=0)
     scale = array.std(axis=0)
     scale[scale == 0] = 1.0
