@@ -4,6 +4,7 @@
 - `ring8`, `grid25`: the standard 2D Gaussian mixtures;
 - `digits`: scikit-learn's 8x8 handwritten digits (1,797 images, no download);
 - `mnist:PATH`: MNIST-format IDX files (gzipped or not) in a folder;
+- `stackedmnist:PATH`: Stacked MNIST built from those files (three digits as R, G, B);
 - a folder of images, optionally one sub-folder per class;
 - a `.npy` or `.csv` file of vectors, one row per sample.
 """

@@ -1,4 +1,4 @@
-"""Turns a data spec (`digits`, `mnist:PATH`, a folder, a file) into a Dataset."""
+"""Turns a data spec (`digits`, `mnist:PATH`, `stackedmnist:PATH`, a folder, a file) into a Dataset."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ from pathlib import Path
 
 from ganforge.data.dataset import Dataset
 from ganforge.data.images import load_digits, load_image_folder, load_mnist
+from ganforge.data.stacked import load_stacked_mnist
 from ganforge.data.toy import load_mixture
 from ganforge.data.vectors import load_vectors
 from ganforge.errors import GanforgeError
 
 BUILTIN = ("ring8", "grid25", "digits")
-SPEC_HELP = "ring8, grid25, digits, mnist:FOLDER, an image folder, or a .npy/.csv file"
+SPEC_HELP = "ring8, grid25, digits, mnist:FOLDER, stackedmnist:FOLDER, an image folder, or a .npy/.csv file"
 
 
 def load_dataset(
@@ -27,6 +28,8 @@ def load_dataset(
         return load_digits(image_size)
     if spec.startswith("mnist:"):
         return load_mnist(Path(spec[len("mnist:") :]).expanduser(), image_size)
+    if spec.startswith("stackedmnist:"):
+        return load_stacked_mnist(Path(spec[len("stackedmnist:") :]).expanduser(), image_size)
     path = Path(spec).expanduser()
     if path.is_dir():
         return load_image_folder(path, image_size, channels, on_bad_image)
