@@ -56,6 +56,10 @@ class Config:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     sync_batchnorm: bool = False  # several GPUs: BatchNorm statistics over the global batch
+    # Speed: how the same computation runs (resolved once by the Trainer)
+    precision: str = "fp32"  # fp32 | bf16 | fp16: autocast for the networks; losses and penalties stay fp32
+    compile: str = "off"  # off | on: torch.compile each network (eager, with a warning, where compiling fails)
+    channels_last: bool | None = None  # conv nets: NHWC memory layout (auto: on for conv nets)
     # Divergence guard
     max_nonfinite_steps: int = 20  # consecutive NaN/Inf steps (skipped) before `on_divergence`; 0: no guard
     on_divergence: str = "stop"  # stop | rollback (to the last checkpoint, with fresh noise and batches)
@@ -76,11 +80,14 @@ CHOICES = {
     "loss": ("minimax", "nonsaturating", "wasserstein", "hinge", "least_squares"),
     "channels": (1, 3),
     "on_divergence": ("stop", "rollback"),
+    "precision": ("fp32", "bf16", "fp16"),
+    "compile": ("off", "on"),
 }
-# Keys a resumed run may change: they steer the run, not what it computes.
+# Keys a resumed run may change: they steer the run, not what it computes. Precision, compile
+# and memory layout change only rounding, like a move to another device.
 RESUMABLE_CHANGES = {
     "steps", "device", "out", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints",
-    "max_nonfinite_steps", "on_divergence", "sync_batchnorm",
+    "max_nonfinite_steps", "on_divergence", "sync_batchnorm", "precision", "compile", "channels_last",
 }
 
 # Values config.json records beside the config, derived at run time: a config file may
@@ -111,6 +118,8 @@ def _coerce(key: str, value: object) -> object:
         if optional:
             return None
         raise GanforgeError(f"{key}=None is invalid: expected {base.__name__}")
+    if base is str and isinstance(value, bool) and key in CHOICES and "on" in CHOICES[key]:
+        return "on" if value else "off"  # YAML reads a bare on/off as a boolean
     expected = {bool: "true or false", int: "an integer", float: "a number"}.get(base, "a string")
     try:
         if base is bool:
@@ -253,6 +262,8 @@ def resolve(config: Config, kind: str, sample_shape: tuple[int, ...], run_name: 
         values["latent_dim"] = max(1, min(100, dim // 8 if kind == "images" else dim // 2))
     if values["out"] is None:
         values["out"] = str(Path("runs") / run_name)
+    if values["channels_last"] is None:
+        values["channels_last"] = values["arch"] == "conv"
     if values["checkpoint_every"] > values["steps"]:
         values["checkpoint_every"] = values["steps"]
     resolved = Config(**values)

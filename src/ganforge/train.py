@@ -1,7 +1,7 @@
 """The training loop: schedules the training iterations of a `Trainer`, logs, samples and saves.
 
-Every scalar it logs stays on the device until a log interval, so the hot path never waits
-for the device (the divergence guard, when on, reads one flag per step).
+Every scalar it logs, and the divergence guard's counts, stay on the device until a log
+interval or a checkpoint (`_Tally`), so the hot path never waits for the device.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from torch import Tensor
 
 from ganforge import distributed, rundir
 from ganforge.checkpoint import latest_checkpoint
@@ -104,7 +105,7 @@ def _train(config: Config, new: bool, progress: bool, say, device: torch.device 
     config = resolve(config, dataset.kind, dataset.sample_shape, run_name(config.data))
     device = device or pick_device(config.device)
     # Everything that can still refuse the config is built before the run folder is touched.
-    trainer = Trainer(config, dataset, device)
+    trainer = Trainer(config, dataset, device, say)
     run_dir = Path(config.out)
     extra = {"world_size": distributed.world_size(), "batch_per_process": trainer.local_batch}
     state = _prepare_everywhere(run_dir, config, new, say, extra)
@@ -121,8 +122,8 @@ def _train(config: Config, new: bool, progress: bool, say, device: torch.device 
         say(f"resuming {run_dir} from step {trainer.step}")
 
     guard = config.max_nonfinite_steps > 0
-    sums, count = torch.zeros(4, device=device), 0  # d_loss, g_loss, D(x), D(G(z)) since the last log line
-    bad_in_a_row, rollbacks = 0, 0
+    tally = _Tally(device, config.max_nonfinite_steps)
+    rollbacks = 0
     bar = _progress(config.steps, trainer.step, progress)
     started = time.perf_counter() - trainer.seconds
     interval_start, interval_step = time.perf_counter(), trainer.step
@@ -136,13 +137,16 @@ def _train(config: Config, new: bool, progress: bool, say, device: torch.device 
             while trainer.step < config.steps:
                 scalars, applied = trainer.iteration(skip_nonfinite=guard)
                 step = trainer.step
-                if applied:
-                    bad_in_a_row, count = 0, count + 1
-                    sums += scalars
-                else:
-                    bad_in_a_row += 1
-                if bad_in_a_row and bad_in_a_row >= config.max_nonfinite_steps:
-                    cause = f"{bad_in_a_row} steps in a row had NaN/Inf losses or gradients (skipped) by step {step}"
+                tally.add(scalars, applied, step)
+                # Every process stops at the same step, when any of them was asked to.
+                interrupted = distributed.any_rank(stop.requested, device) and step < config.steps
+                saving = interrupted or step % config.checkpoint_every == 0 or step == config.steps
+                logging = step % config.log_every == 0 or step == config.steps
+                # The guard's verdict is read where it matters, before a log line or a checkpoint; the
+                # steps run since the streak reached the limit are discarded with the rest.
+                diverged_at = tally.diverged_at() if guard and (saving or logging) else 0
+                if diverged_at:
+                    cause = f"{config.max_nonfinite_steps} steps in a row had NaN/Inf losses or gradients (skipped) by step {diverged_at}"
                     if config.on_divergence == "rollback" and rollbacks < MAX_ROLLBACKS:
                         rollbacks += 1
                         trainer.load_state_dict(_last_good(run_dir, cause), say)
@@ -152,13 +156,13 @@ def _train(config: Config, new: bool, progress: bool, say, device: torch.device 
                             metrics_file.close()  # the file is rewritten without the steps rolled back
                             rundir.keep_metrics_until(run_dir / rundir.METRICS, trainer.step)
                             metrics_file = open(run_dir / rundir.METRICS, "a", encoding="utf-8")
-                        bad_in_a_row, count = 0, 0
-                        sums.zero_()
+                        tally.reset(streak=True)
                         bar.update(trainer.step - bar.n)
                         continue
                     advice = f"after {MAX_ROLLBACKS} rollbacks" if rollbacks else "(try lower learning rates, a gradient penalty, or on_divergence=rollback)"
                     raise TrainingDiverged(f"training diverged: {cause}; the last good checkpoint in {run_dir / 'checkpoints'} is kept {advice}")
-                if step % config.log_every == 0 or step == config.steps:
+                if logging:
+                    count, sums = tally.read()
                     means = distributed.all_reduce_mean(sums / max(count, 1)).tolist() if count else [None] * 4
                     d_loss, g_loss, d_real, d_fake = means
                     now = time.perf_counter()
@@ -173,12 +177,10 @@ def _train(config: Config, new: bool, progress: bool, say, device: torch.device 
                     bar.update(step - bar.n)
                     if count:
                         bar.set_postfix_str(f"d_loss {d_loss:.3f} g_loss {g_loss:.3f} D(x) {d_real:.3f} D(G(z)) {d_fake:.3f}")
-                    sums.zero_()
-                    count, interval_start, interval_step = 0, now, step
+                    tally.reset()
+                    interval_start, interval_step = now, step
                 if step % config.sample_every == 0 and main:
                     trainer.save_picture(trainer.sampling_generator(), run_dir / "samples" / f"step_{step:08d}.png")
-                # Every process stops at the same step, when any of them was asked to.
-                interrupted = distributed.any_rank(stop.requested, device) and step < config.steps
                 if interrupted or (step % config.checkpoint_every == 0 and step != config.steps):
                     trainer.seconds = time.perf_counter() - started
                     trainer.save(run_dir)
@@ -202,6 +204,45 @@ def _train(config: Config, new: bool, progress: bool, say, device: torch.device 
         f"Final samples: {run_dir / 'samples' / 'final.png'}; generator: {run_dir / 'generator.safetensors'}"
     )
     return run_dir
+
+
+class _Tally:
+    """Sums of the logged scalars over the updates applied since the last log line, and the
+    divergence guard's streak of skipped steps, all on the device: adding never waits for it."""
+
+    def __init__(self, device: torch.device, limit: int) -> None:
+        self.limit = limit  # skipped steps in a row that mean divergence
+        self.sums = torch.zeros(4, device=device)  # d_loss, g_loss, D(x), D(G(z))
+        self.count = torch.zeros((), dtype=torch.long, device=device)
+        self.streak = torch.zeros((), dtype=torch.long, device=device)  # skipped steps in a row, up to now
+        self.diverged = torch.zeros((), dtype=torch.long, device=device)  # the step the streak reached the limit (0: never)
+
+    def add(self, scalars: Tensor, applied: Tensor | None, step: int) -> None:
+        if applied is None:  # unchecked: applied
+            self.sums += scalars
+            self.count += 1
+            return
+        self.sums += torch.where(applied, scalars, 0.0)  # a skipped step's NaN stays out of the sums
+        self.count += applied
+        self.streak.add_(1).mul_(~applied)
+        first = (self.diverged == 0) & (self.streak >= self.limit)
+        self.diverged.copy_(torch.where(first, step, self.diverged))
+
+    def diverged_at(self) -> int:
+        """The step at which the streak of skipped steps reached the limit, or 0."""
+        return int(self.diverged)
+
+    def read(self) -> tuple[int, Tensor]:
+        """(number of applied updates, their summed scalars) since the last reset."""
+        return int(self.count), self.sums
+
+    def reset(self, streak: bool = False) -> None:
+        """Starts a new log interval; `streak` also forgets the guard's streak (after a rollback)."""
+        self.sums.zero_()
+        self.count.zero_()
+        if streak:
+            self.streak.zero_()
+            self.diverged.zero_()
 
 
 def _last_good(run_dir: Path, cause: str) -> dict:

@@ -1,12 +1,18 @@
 """The state of one training run: the players, their optimizers and random streams.
 
 `Trainer` builds them from a resolved Config, runs one training iteration (the two GAN
-steps), and saves or restores the whole state, so resume and rollback share one path.
+steps), and saves or restores the whole state, so resume and rollback share one path. It
+also resolves, once, how the iteration runs fastest on its device (`Speed`): precision,
+torch.compile, memory layout, the Adam implementation and TF32; the steps and the loop
+never branch on these.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,7 +30,7 @@ from ganforge.losses import get_loss
 from ganforge.nets import ConvDiscriminator, ConvGenerator, MLPDiscriminator, MLPGenerator, build_network, init_weights
 from ganforge.noise import NoiseSampler
 from ganforge.plots import save_samples
-from ganforge.steps import discriminator_step, generator_step
+from ganforge.steps import FP32, discriminator_step, frozen, generator_step
 
 SAMPLE_SEED_OFFSET = 7919  # fixed noise for sample images, apart from the training noise
 
@@ -47,6 +53,71 @@ def pick_device(name: str) -> torch.device:
     if int(index) >= torch.cuda.device_count():
         raise GanforgeError(f"device='{name}' is not available: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return torch.device(name)
+
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class Speed:
+    """How the networks run on a device, resolved once from the config.
+
+    `autocast` wraps every forward pass (`nullcontext()` for fp32); `g_scaler`/`d_scaler` are
+    GradScalers for fp16 (else None); `fused_adam` picks Adam's fused kernel (which also skips
+    a non-finite update on the device, without a host wait) over its foreach kernel.
+    """
+
+    autocast: AbstractContextManager
+    g_scaler: torch.amp.GradScaler | None
+    d_scaler: torch.amp.GradScaler | None
+    fused_adam: bool
+    channels_last: bool
+    compile: bool
+
+
+def resolve_speed(config: Config, device: torch.device) -> Speed:
+    """The fastest way to run `config` on `device` that computes the same thing; refuses what cannot run."""
+    dtype = PRECISIONS[config.precision]
+    if device.type == "cuda":
+        # TF32 matrix units for fp32 matmuls and convolutions: fp32 range, 10-bit mantissa.
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True  # shapes are static: pick the fastest convolution once
+        if dtype is torch.bfloat16 and not torch.cuda.is_bf16_supported():
+            raise GanforgeError(f"precision=bf16 is not supported by {torch.cuda.get_device_name(device)}: use precision=fp16 or fp32")
+    elif dtype is not torch.float32 and device.type not in ("cpu", "mps"):
+        raise GanforgeError(f"precision={config.precision} is not available on device {device}: use precision=fp32")
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype is not torch.float32 else FP32
+    scalers = [torch.amp.GradScaler(device.type) if dtype is torch.float16 else None for _ in range(2)]
+    return Speed(
+        autocast=autocast,
+        g_scaler=scalers[0],
+        d_scaler=scalers[1],
+        fused_adam=device.type == "cuda",
+        channels_last=bool(config.channels_last) and config.arch == "conv",
+        compile=config.compile == "on",
+    )
+
+
+def compiled(module: nn.Module, trial: Callable[[nn.Module], None], say=print) -> nn.Module:
+    """`torch.compile(module)`, or `module` itself (with a one-line warning) when compiling fails.
+
+    torch.compile works lazily, so `trial(compiled_module)` runs it once the ways training
+    will (forward and backward); any failure there keeps the eager module, which computes
+    the same thing.
+    """
+    candidate = torch.compile(module)
+    try:
+        trial(candidate)
+    except Exception as err:  # a compiler failure can surface as any exception type
+        first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        say(f"warning: torch.compile failed for the {type(_plain(module)).__name__} ({type(err).__name__}: {first}); it runs eagerly")
+        return module
+    return candidate
+
+
+def _plain(module: nn.Module) -> nn.Module:
+    return getattr(module, "module", module)
 
 
 def build_networks(config: Config, dataset: Dataset) -> tuple[nn.Module, nn.Module]:
@@ -73,7 +144,7 @@ class Trainer:
     so the state is the same at any world size and a checkpoint resumes at any other.
     """
 
-    def __init__(self, config: Config, dataset: Dataset, device: torch.device) -> None:
+    def __init__(self, config: Config, dataset: Dataset, device: torch.device, say=print) -> None:
         self.config, self.dataset, self.device = config, dataset, device
         world = distributed.world_size()
         if config.batch_size % world or (config.batch_size // world) % config.pack:
@@ -82,13 +153,17 @@ class Trainer:
                 f"expected a multiple of {world * config.pack}"
             )
         self.local_batch = config.batch_size // world
+        self.speed = speed = resolve_speed(config, device)
         torch.manual_seed(config.seed)
         generator, discriminator = build_networks(config, dataset)
         self.sampler = BatchSampler(len(dataset), config.batch_size, seed=config.seed, device=device)
-        self.generator, self.discriminator = generator.to(device), discriminator.to(device)
+        layout = torch.channels_last if speed.channels_last else torch.contiguous_format
+        self.generator = generator.to(device, memory_format=layout)
+        self.discriminator = discriminator.to(device, memory_format=layout)
         betas = (config.beta1, config.beta2)
-        self.g_optimizer = torch.optim.Adam(self.generator.parameters(), lr=config.lr_g, betas=betas)
-        self.d_optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr_d, betas=betas)
+        kernel = {"fused": True} if speed.fused_adam else {"foreach": True}
+        self.g_optimizer = torch.optim.Adam(self.generator.parameters(), lr=config.lr_g, betas=betas, **kernel)
+        self.d_optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr_d, betas=betas, **kernel)
         self.loss = get_loss(config.loss)
         self.noise = NoiseSampler(config.latent_dim, config.noise, device, seed=config.seed + 1)
         self.ema = EMA(self.generator, config.ema_decay) if config.ema_decay else None
@@ -99,7 +174,36 @@ class Trainer:
         # frozen one runs as the plain module, so it takes no part in any reduction.
         self.g_train = distributed.wrap(self.generator, device)
         self.d_train = distributed.wrap(self.discriminator, device)
-        self.step, self.seconds, self.skipped_steps = 0, 0.0, 0
+        # What the steps call: the same networks, compiled when asked. Penalties differentiate the
+        # discriminator twice, which a compiled network cannot, so they use the eager one.
+        self.g_run, self.g_frozen, self.d_run, self.d_frozen = self.g_train, self.generator, self.d_train, self.discriminator
+        if speed.compile:
+            self.g_run = compiled(self.g_train, self._generator_trial, say)
+            self.g_frozen = self.g_run if self.g_train is self.generator else compiled(self.generator, self._generator_trial, say)
+            self.d_run = compiled(self.d_train, self._discriminator_trial, say)
+            self.d_frozen = self.d_run if self.d_train is self.discriminator else compiled(self.discriminator, self._discriminator_trial, say)
+        self.step, self.seconds = 0, 0.0
+        self.skipped = torch.zeros((), dtype=torch.long, device=device)  # steps skipped for NaN/Inf, on the device
+
+    @property
+    def skipped_steps(self) -> int:
+        return int(self.skipped)
+
+    def _generator_trial(self, generator: nn.Module) -> None:
+        """Runs `generator` as training will (with and without a graph), leaving every state as it was."""
+        z = torch.zeros(self.local_batch, self.config.latent_dim, device=self.device)
+        with _kept(self.generator), self.speed.autocast:
+            generator(z).float().sum().backward()
+            with torch.no_grad():
+                generator(z)
+
+    def _discriminator_trial(self, discriminator: nn.Module) -> None:
+        """Runs `discriminator` as training will (trainable and frozen), leaving every state as it was."""
+        x = torch.zeros(self.local_batch, *self.dataset.sample_shape, device=self.device, requires_grad=True)
+        with _kept(self.discriminator), self.speed.autocast:
+            discriminator(x).float().sum().backward()
+            with frozen(self.discriminator):
+                discriminator(x).float().sum().backward()
 
     def local_noise(self, n: int) -> Tensor:
         """This process's n noise vectors: its shard of the global draw of n * world_size."""
@@ -123,7 +227,8 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict, say=print) -> None:
-        self.step, self.seconds, self.skipped_steps = state["step"], state["seconds"], state["skipped_steps"]
+        self.step, self.seconds = state["step"], state["seconds"]
+        self.skipped.fill_(state["skipped_steps"])
         self.generator.load_state_dict(state["generator"])
         self.discriminator.load_state_dict(state["discriminator"])
         self.g_optimizer.load_state_dict(state["g_optimizer"])
@@ -199,28 +304,65 @@ class Trainer:
         reference = self.dataset.samples[:2000].cpu() if self.dataset.kind == "vectors" else None
         save_samples(path, samples, reference)
 
-    def iteration(self, skip_nonfinite: bool) -> tuple[Tensor, bool]:
+    def iteration(self, skip_nonfinite: bool) -> tuple[Tensor, Tensor | None]:
         """One training iteration: d_steps_per_g_step discriminator steps, then one generator step.
 
-        Returns (d_loss, g_loss, D(x), D(G(z))) as one device tensor, and whether every update was applied.
+        Returns (d_loss, g_loss, D(x), D(G(z))) as one device tensor, and whether every update
+        was applied as a boolean device tensor (None when unchecked); nothing waits for the device.
         """
-        config, data = self.config, self.dataset
-        applied = True
+        config, data, speed = self.config, self.dataset, self.speed
+        applied = None
         for _ in range(config.d_steps_per_g_step):
             real = data.to_model_space(data.samples[distributed.shard(self.sampler.next())])
             d_out = discriminator_step(
-                self.generator, self.d_train, self.d_optimizer, self.loss, self.local_noise, real,
-                config.gp_weight, config.r1_gamma, skip_nonfinite,
+                self.g_frozen, self.d_run, self.d_optimizer, self.loss, self.local_noise, real,
+                config.gp_weight, config.r1_gamma, skip_nonfinite, speed.autocast, speed.d_scaler, self.d_train,
             )
-            applied = applied and d_out.stepped
+            applied = _both(applied, d_out.applied)
         g_out = generator_step(
-            self.g_train, self.discriminator, self.g_optimizer, self.loss, self.local_noise, self.local_batch, skip_nonfinite
+            self.g_run, self.d_frozen, self.g_optimizer, self.loss, self.local_noise, self.local_batch, skip_nonfinite,
+            speed.autocast, speed.g_scaler,
         )
-        if self.ema is not None and g_out.stepped:
-            self.ema.update()
+        if self.ema is not None:
+            _update_ema(self.ema, self.generator, g_out.applied)
+        applied = _both(applied, g_out.applied)
         self.step += 1
-        self.skipped_steps += not (applied and g_out.stepped)
+        if applied is not None:
+            self.skipped += ~applied
         score = torch.sigmoid if self.loss.probabilistic else (lambda t: t)
         scalars = torch.stack([d_out.loss, g_out.loss, score(d_out.real_logits).mean(), score(g_out.fake_logits).mean()])
-        return scalars, applied and g_out.stepped
+        return scalars, applied
 
+
+def _both(a: Tensor | None, b: Tensor | None) -> Tensor | None:
+    """Logical and of two optional device flags (None: applied, unchecked)."""
+    return b if a is None else a if b is None else a & b
+
+
+@torch.no_grad()
+def _update_ema(ema: EMA, generator: nn.Module, applied: Tensor | None) -> None:
+    """The EMA update, left out on the device when the generator's update was skipped."""
+    if applied is None:
+        ema.update()
+        return
+    weight = (1.0 - ema.decay) * applied.float()  # 0 when skipped: the average stays bit for bit
+    averages = list(ema.average.parameters())
+    torch._foreach_lerp_(averages, [p.detach() for p in generator.parameters()], [weight] * len(averages))
+    for average, current in zip(ema.average.buffers(), generator.buffers()):
+        average.copy_(torch.where(applied, current, average))
+
+
+class _kept:
+    """Puts back `module`'s buffers and clears its gradients on exit: a trial run leaves no trace."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    def __enter__(self) -> None:
+        self.buffers = [(b, b.clone()) for b in self.module.buffers()]
+
+    def __exit__(self, *exc) -> None:
+        with torch.no_grad():
+            for buffer, saved in self.buffers:
+                buffer.copy_(saved)
+        self.module.zero_grad(set_to_none=True)
