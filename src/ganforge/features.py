@@ -1,0 +1,170 @@
+"""Feature extractors for the metrics: images in, one feature vector (and class probabilities) per image out.
+
+Every extractor takes images as float (n, c, h, w) in [0, 1], the form `SampleableGenerator.sample`
+returns and `Dataset.samples / 255` gives:
+- `DigitClassifier`: small CNNs shipped with ganforge (weights in `ganforge/weights/`) for
+  scikit-learn's 8x8 digits (`digits8`) and MNIST-style 28x28 digits (`mnist28`); their
+  penultimate layer gives features, their softmax class probabilities. Fully offline.
+- `inception_features()`: Inception-v3 pool features (2048), the standard FID, through the
+  optional `torch-fidelity` package and its downloaded weights.
+- `PixelFeatures`: raw pixels, downsampled; a weak last resort, never the default for digits.
+- any `nn.Module` mapping such images to (n, d) features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from torch import Tensor, nn
+
+from ganforge.errors import GanforgeError
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+CLASSIFIERS = ("digits8", "mnist28")
+INCEPTION_HELP = (
+    "install it with pip install 'ganforge[inception]' (torch-fidelity); its weights "
+    "(pt_inception-2015-12-05-6726825d.pth) download on first use from github.com/toshas/torch-fidelity/releases "
+    "into ~/.cache/torch/hub/checkpoints/, so offline copy that file there first"
+)
+
+
+class DigitClassifier(nn.Module):
+    """A small CNN digit classifier: grey (n, 1, image_size, image_size) images in [0, 1] -> 10 logits.
+
+    A 3x3 convolution, then (pool, convolution with twice the channels) until the side is at
+    most 4 pixels (8 -> 4, 28 -> 3),
+    then a hidden layer of `feature_dim` units (the features) and the 10-way output. No
+    BatchNorm, so features do not depend on the batch or on train/eval mode.
+    """
+
+    def __init__(self, image_size: int, width: int = 32, feature_dim: int = 128) -> None:
+        super().__init__()
+        self.config = {"image_size": image_size, "width": width, "feature_dim": feature_dim}
+        layers: list[nn.Module] = [nn.Conv2d(1, width, 3, padding=1), nn.ReLU()]
+        channels, side = width, image_size
+        while side > 4:
+            # Pool before widening: the wide convolutions run on small maps (cheap on a CPU).
+            layers += [nn.MaxPool2d(2), nn.Conv2d(channels, 2 * channels, 3, padding=1), nn.ReLU()]
+            channels, side = 2 * channels, side // 2
+        self.body = nn.Sequential(*layers, nn.Flatten())
+        self.hidden = nn.Sequential(nn.Dropout(0.3), nn.Linear(channels * side * side, feature_dim), nn.ReLU())
+        self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(feature_dim, 10))
+
+    def features(self, images: Tensor) -> Tensor:
+        """(n, 1, s, s) in [0, 1] -> (n, feature_dim) penultimate activations."""
+        return self.hidden(self.body(images * 2.0 - 1.0))
+
+    def forward(self, images: Tensor) -> Tensor:
+        """(n, 1, s, s) in [0, 1] -> (n, 10) logits."""
+        return self.head(self.features(images))
+
+
+def load_classifier(name: str) -> DigitClassifier:
+    """The shipped classifier `digits8` or `mnist28`, in eval mode on the CPU; `.info` holds its training record."""
+    if name not in CLASSIFIERS:
+        raise GanforgeError(f"classifier '{name}' does not exist: expected one of {', '.join(CLASSIFIERS)}")
+    spec_path, weights_path = WEIGHTS_DIR / f"{name}.json", WEIGHTS_DIR / f"{name}.safetensors"
+    if not weights_path.is_file() or not spec_path.is_file():
+        raise GanforgeError(f"{weights_path} is missing: reinstall ganforge or run scripts/train_classifiers.py")
+    info = json.loads(spec_path.read_text(encoding="utf-8"))
+    classifier = DigitClassifier(**info["config"])
+    classifier.load_state_dict(load_file(weights_path))
+    classifier.info = info
+    # The weights' hash names the extractor in cache keys: retrained weights never reuse old statistics.
+    classifier.fingerprint = f"{name}-{hashlib.sha256(weights_path.read_bytes()).hexdigest()[:12]}"
+    return classifier.eval()
+
+
+class PixelFeatures(nn.Module):
+    """Raw pixels as features: images resized to `size` x `size` and flattened to (n, c * size²)."""
+
+    def __init__(self, size: int = 16) -> None:
+        super().__init__()
+        self.size = size
+        self.fingerprint = f"pixels{size}"
+
+    def forward(self, images: Tensor) -> Tensor:
+        if images.shape[-1] != self.size:
+            images = F.interpolate(images, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
+        return images.flatten(1)
+
+
+class _Inception(nn.Module):
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+        self.fingerprint = "inception-v3-compat-2048"
+
+    def forward(self, images: Tensor) -> Tensor:
+        if images.shape[1] == 1:
+            images = images.expand(-1, 3, -1, -1)
+        # torch-fidelity takes uint8 images of any size and resizes them to 299 x 299 itself.
+        (features,) = self.network(images.mul(255).round().clamp(0, 255).to(torch.uint8))
+        return features
+
+
+def inception_features() -> nn.Module:
+    """Inception-v3 pool3 features (n, 2048) as in the standard FID, via torch-fidelity.
+
+    Raises GanforgeError with one line saying how to get the package or its weights.
+    """
+    try:
+        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+    except ImportError:
+        raise GanforgeError(f"Inception features need the torch-fidelity package: {INCEPTION_HELP}") from None
+    try:
+        network = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    except Exception as err:  # a failed download surfaces as URLError, OSError or RuntimeError
+        raise GanforgeError(f"Inception-v3 weights are not available ({type(err).__name__}): {INCEPTION_HELP}") from None
+    return _Inception(network).eval()
+
+
+@dataclass
+class Extracted:
+    """Features (n, d) float64 and, for classifiers, class probabilities (n, classes) float64."""
+
+    features: np.ndarray
+    probabilities: np.ndarray | None = None
+
+
+def fit_input(images: Tensor, extractor: nn.Module) -> Tensor:
+    """Resizes images to a DigitClassifier's side and makes RGB grey, so any digit-like run can be scored."""
+    if isinstance(extractor, DigitClassifier):
+        if images.shape[1] != 1:
+            images = images.mean(dim=1, keepdim=True)
+        size = extractor.config["image_size"]
+        if images.shape[-1] != size or images.shape[-2] != size:
+            images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return images
+
+
+@torch.no_grad()
+def extract(extractor: nn.Module, images: Tensor, batch_size: int = 500) -> Extracted:
+    """Runs `extractor` over float images (n, c, h, w) in [0, 1] in batches, on the extractor's device.
+
+    A DigitClassifier gives features and softmax probabilities; any other module's output,
+    flattened to (n, d), is the features.
+    """
+    if images.dim() != 4:
+        raise GanforgeError(f"feature extraction needs images (n, c, h, w), got shape {tuple(images.shape)}")
+    device = next(iter(extractor.parameters()), torch.empty(0)).device
+    features, probabilities = [], []
+    for start in range(0, len(images), batch_size):
+        batch = fit_input(images[start : start + batch_size].to(device, torch.float32), extractor)
+        if isinstance(extractor, DigitClassifier):
+            hidden = extractor.features(batch)
+            probabilities.append(torch.softmax(extractor.head(hidden).double(), dim=1).cpu())
+        else:
+            hidden = extractor(batch)
+        features.append(hidden.reshape(len(batch), -1).double().cpu())
+    return Extracted(
+        features=torch.cat(features).numpy(),
+        probabilities=torch.cat(probabilities).numpy() if probabilities else None,
+    )
