@@ -1,0 +1,286 @@
+"""Feature extractors, Stacked MNIST, `ganforge.evaluate` and `ganforge eval` end to end (no real data files needed)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import ganforge
+from ganforge.data import load_dataset
+from ganforge.data.images import load_digits
+from ganforge.data.toy import mixture_modes
+from ganforge.errors import GanforgeError
+from ganforge.evaluate import evaluate, evaluate_samples, pick_extractor, reference_dataset, stacked_digits
+from ganforge.features import DigitClassifier, PixelFeatures, extract, inception_features, load_classifier
+from ganforge.metrics import mixture_mode_stats
+from helpers import assert_clean_error
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
+
+
+@pytest.fixture
+def fake_mnist(tmp_path) -> Path:
+    """An MNIST-format folder: 40 training and 20 test images of 28x28 noise, labelled 0..9 in turn."""
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 40), ("t10k", 20)):
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+    return folder
+
+
+class Replay:
+    """A stand-in generator whose samples are given data, so the expected metrics are known."""
+
+    def __init__(self, samples: torch.Tensor) -> None:
+        self.samples = samples
+
+    def sample(self, n: int, seed: int = 0) -> torch.Tensor:
+        index = torch.randperm(len(self.samples), generator=torch.Generator().manual_seed(seed))[:n]
+        return self.samples[index]
+
+
+# shipped classifiers
+
+
+@pytest.mark.parametrize(("name", "size", "dim"), [("digits8", 8, 64), ("mnist28", 28, 128)])
+def test_shipped_classifiers_load_and_give_features_and_probabilities(name, size, dim):
+    classifier = load_classifier(name)
+    assert classifier.info["test_accuracy"] >= 0.98
+    result = extract(classifier, torch.rand(6, 1, size, size))
+    assert result.features.shape == (6, dim) and result.features.dtype == np.float64
+    np.testing.assert_allclose(result.probabilities.sum(axis=1), 1.0)
+
+
+def test_digits8_classifier_reads_the_held_out_digits():
+    # The 20 % of scikit-learn's digits that scripts/train_classifiers.py holds out (seeded permutation).
+    data = load_digits()
+    order = np.random.default_rng(0).permutation(len(data))
+    test = order[int(0.8 * len(data)) :]
+    predictions = extract(load_classifier("digits8"), data.samples[test].float() / 255).probabilities.argmax(1)
+    assert (predictions == data.labels[test].numpy()).mean() >= 0.98
+
+
+def test_classifier_input_is_fitted_to_its_size_and_grey():
+    classifier = load_classifier("digits8")
+    images = torch.rand(4, 1, 16, 16)
+    rgb = extract(classifier, images.expand(-1, 3, -1, -1))
+    np.testing.assert_allclose(rgb.features, extract(classifier, images).features, rtol=1e-6, atol=1e-6)
+
+
+def test_unknown_classifier_is_a_clear_error():
+    with pytest.raises(GanforgeError, match="digits8, mnist28"):
+        load_classifier("cifar")
+
+
+def test_any_module_can_extract_features():
+    module = nn.Sequential(nn.Flatten(), nn.Linear(64, 5))
+    result = extract(module, torch.rand(7, 1, 8, 8), batch_size=3)
+    assert result.features.shape == (7, 5) and result.probabilities is None
+    assert PixelFeatures(4)(torch.rand(2, 3, 8, 8)).shape == (2, 48)
+
+
+def test_inception_without_torch_fidelity_says_how_to_get_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch_fidelity", None)  # import fails as if not installed
+    monkeypatch.setitem(sys.modules, "torch_fidelity.feature_extractor_inceptionv3", None)
+    with pytest.raises(GanforgeError, match=r"pip install 'ganforge\[inception\]'") as info:
+        inception_features()
+    assert "\n" not in str(info.value)
+
+
+def test_inception_offline_says_where_the_weights_go(monkeypatch):
+    def offline(*args, **kwargs):
+        raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
+
+    package = types.ModuleType("torch_fidelity")
+    module = types.ModuleType("torch_fidelity.feature_extractor_inceptionv3")
+    module.FeatureExtractorInceptionV3 = offline
+    monkeypatch.setitem(sys.modules, "torch_fidelity", package)
+    monkeypatch.setitem(sys.modules, "torch_fidelity.feature_extractor_inceptionv3", module)
+    with pytest.raises(GanforgeError, match="weights are not available.*hub/checkpoints"):
+        inception_features()
+    # Chosen by default for RGB images, its absence is a note and pixel features, not a failure.
+    extractor = pick_extractor("auto", "images")
+    assert extractor.name == "pixels16" and "Inception FID unavailable" in extractor.notes[0]
+
+
+# evaluation
+
+
+def test_real_digits_against_themselves_score_perfectly():
+    digits = load_dataset("digits")
+    # Every default metric but KID (100 subsets of 1,000: the slowest, and tested on its own).
+    metrics = ("fd", "precision_recall", "density_coverage", "classes")
+    result = evaluate(Replay(digits.samples.float() / 255), digits, seed=1, metrics=metrics)
+    metrics = result["metrics"]
+    assert result["n"] == result["n_real"] == 1797 and result["features"].startswith("digits8-")
+    assert metrics["fd"] == pytest.approx(0.0, abs=1e-6)
+    assert metrics["precision"] == metrics["recall"] == metrics["coverage"] == 1.0
+    assert metrics["classes_covered"] == 10 and metrics["class_kl"] == pytest.approx(0.0, abs=1e-12)
+    assert metrics["classifier_score"] > 8
+
+
+def test_noise_scores_far_worse_than_the_real_baseline():
+    digits = load_dataset("digits")
+    noise = torch.rand(300, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    result = evaluate_samples(noise, digits, real_baseline=True, metrics=("fd", "precision_recall", "classes"))
+    metrics, baseline = result["metrics"], result["real_baseline"]
+    assert baseline["n"] == 898
+    assert metrics["fd"] > 20 * baseline["fd"]
+    assert metrics["precision"] < 0.3 < 0.8 < baseline["precision"]
+    assert baseline["classes_covered"] == 10 and baseline["class_kl"] < 0.05
+
+
+def test_mixture_defaults_to_mode_statistics():
+    ring = load_dataset("ring8")
+    result = evaluate(Replay(ring.samples), ring, real_baseline=True)
+    assert result["n"] == 2500 and set(result["metrics"]) == {"modes", "hq_percent", "reverse_kl"}
+    assert result["metrics"]["modes"] == 8 and result["real_baseline"]["modes"] == 8
+    collapsed = evaluate(Replay(ring.modes[:1].repeat(100, 1)), ring, n=50)
+    assert collapsed["metrics"]["modes"] == 1 and collapsed["metrics"]["reverse_kl"] == pytest.approx(math.log(8))
+
+
+def test_vectors_use_raw_features_and_images_refuse_them(tmp_path):
+    path = tmp_path / "v.npy"
+    np.save(path, np.random.default_rng(0).normal(size=(200, 3)))
+    vectors = load_dataset(str(path))
+    result = evaluate_samples(vectors.samples[:100], vectors, metrics=("fd", "density_coverage"))
+    assert result["features"] == "raw" and result["metrics"]["coverage"] > 0.3
+    with pytest.raises(GanforgeError, match="applies to vector data"):
+        evaluate_samples(torch.rand(10, 1, 8, 8), load_dataset("digits"), features="raw")
+
+
+def test_unknown_metric_and_misplaced_metric_are_clear_errors():
+    digits = load_dataset("digits")
+    with pytest.raises(GanforgeError, match="metric 'fid' is unknown"):
+        evaluate_samples(torch.rand(10, 1, 8, 8), digits, metrics=("fid",))
+    with pytest.raises(GanforgeError, match="2D mixtures and Stacked MNIST"):
+        evaluate_samples(torch.rand(10, 1, 8, 8), digits, metrics=("modes",))
+    with pytest.raises(GanforgeError, match="needs a classifier"):
+        evaluate_samples(torch.rand(10, 1, 8, 8), digits, metrics=("classes",), features="pixels")
+
+
+def test_real_features_are_cached_per_extractor(tmp_path):
+    digits = load_dataset("digits")
+    fake = torch.rand(50, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    fresh = evaluate_samples(fake, digits, metrics=("fd",))
+    cached = [evaluate_samples(fake, digits, metrics=("fd",), cache=tmp_path) for _ in range(2)]
+    assert len(list(tmp_path.glob("*.npz"))) == 1
+    assert cached[0]["metrics"] == cached[1]["metrics"] == fresh["metrics"]
+    evaluate_samples(fake, digits, metrics=("fd",), features="pixels", cache=tmp_path)
+    assert len(list(tmp_path.glob("*.npz"))) == 2
+
+
+def test_user_module_features():
+    digits = load_dataset("digits")
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Flatten(), nn.Linear(64, 8))
+    result = evaluate_samples(digits.samples.float() / 255, digits, features=module, metrics=("fd",))
+    assert result["features"].startswith("Sequential-") and result["metrics"]["fd"] == pytest.approx(0.0, abs=1e-6)
+
+
+# Stacked MNIST
+
+
+def test_stacked_mnist_stacks_three_labelled_digits_deterministically(fake_mnist):
+    data = load_dataset(f"stackedmnist:{fake_mnist}")
+    again = load_dataset(f"stackedmnist:{fake_mnist}")
+    mnist = load_dataset(f"mnist:{fake_mnist}")
+    assert data.samples.shape == (60_000, 3, 28, 28) and data.samples.dtype == torch.uint8
+    assert torch.equal(data.samples, again.samples) and torch.equal(data.labels, again.labels)
+    for i in (0, 1, 59_999):
+        digits = [data.labels[i] // 100, data.labels[i] // 10 % 10, data.labels[i] % 10]
+        for channel in range(3):
+            # Which training image each channel holds: the one equal to it, whose label is that channel's digit.
+            match = (mnist.samples[:, 0] == data.samples[i, channel]).flatten(1).all(1).nonzero()[0, 0]
+            assert mnist.labels[match] == digits[channel]
+    assert len(torch.unique(data.labels)) == 1000
+
+
+class BrightnessReader(DigitClassifier):
+    """Reads the digit round(9 x mean brightness): a classifier whose answers a test can set."""
+
+    def __init__(self) -> None:
+        super().__init__(image_size=28, width=1, feature_dim=10)
+        self.head = nn.Identity()
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        return 50.0 * nn.functional.one_hot((images.mean(dim=(1, 2, 3)) * 9).round().long(), 10).float()
+
+
+def test_stacked_modes_classify_each_channel():
+    triples = torch.tensor([[1, 2, 3], [9, 0, 4], [1, 2, 3]])
+    images = (triples.float() / 9)[:, :, None, None].expand(-1, -1, 28, 28)
+    np.testing.assert_array_equal(stacked_digits(images, BrightnessReader()), triples.numpy())
+    with pytest.raises(GanforgeError, match="3-channel"):
+        stacked_digits(torch.rand(2, 1, 28, 28), BrightnessReader())
+
+
+def test_mnist_runs_are_judged_against_the_test_images(fake_mnist):
+    reference = reference_dataset({"data": f"mnist:{fake_mnist}", "image_size": 28, "channels": 1})
+    assert len(reference) == 20 and reference.info["split"] == "t10k"
+    assert len(reference_dataset({"data": f"stackedmnist:{fake_mnist}", "image_size": 28})) == 60_000
+
+
+# the command line
+
+
+def test_eval_command_writes_json_and_history(cli, copy_run, digits_run, tmp_path):
+    run = copy_run(digits_run)
+    cache = tmp_path / "cache"
+    first = cli("eval", run, "--n", "60", "--cache-dir", cache, "--real-baseline")
+    assert first.code == 0, first.err
+    record = json.loads(first.out)
+    assert record["step"] == 10 and record["data"] == "digits" and record["n"] == 60
+    assert set(record["metrics"]) == {
+        "fd", "kid_mean", "kid_std", "precision", "recall", "density", "coverage", "classes_covered", "class_kl", "classifier_score",
+    }
+    assert record["real_baseline"]["fd"] < record["metrics"]["fd"]
+    assert json.loads((run / "eval.json").read_text()) == record
+    second = cli("eval", run, "--n", "60", "--cache-dir", cache, "--metrics", "fd,kid", "--seed", "0")
+    assert second.code == 0
+    history = [json.loads(line) for line in (run / "eval.jsonl").read_text().splitlines()]
+    assert len(history) == 2 and history[0] == record
+    assert history[1]["metrics"]["fd"] == record["metrics"]["fd"] and "precision" not in history[1]["metrics"]
+    assert len(list(cache.glob("*.npz"))) == 1
+
+
+def test_eval_command_on_a_mixture_reports_modes(cli, ring8_run, copy_run):
+    run = copy_run(ring8_run)
+    result = cli("eval", run, "--no-cache")
+    assert result.code == 0
+    record = json.loads(result.out)
+    assert record["n"] == 2500 and set(record["metrics"]) == {"modes", "hq_percent", "reverse_kl"}
+    samples = ganforge.load_generator(run).sample(2500, seed=0)
+    assert record["metrics"] == mixture_mode_stats(samples, *mixture_modes("ring8"))
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["--metrics", "fid"], ["metric 'fid' is unknown", "fd, kid"]),
+        (["--features", "raw"], ["--features raw applies to vector data"]),
+        (["--features", "vgg"], ["--features 'vgg' is unknown"]),
+        (["--n", "1"], ["--n 1 is invalid"]),
+    ],
+)
+def test_eval_command_bad_input_is_one_line(cli, digits_run, tmp_path, args, fragments):
+    assert_clean_error(cli("eval", digits_run, "--no-cache", *args), *fragments)
+    assert not (digits_run / "eval.json").exists()
+
+
+def test_eval_command_on_a_folder_without_a_run(cli, tmp_path):
+    assert_clean_error(cli("eval", tmp_path / "nothing"), "generator.json does not exist")
