@@ -19,7 +19,7 @@ from ganforge.data import load_dataset
 from ganforge.data.images import load_digits
 from ganforge.data.toy import mixture_modes
 from ganforge.errors import GanforgeError
-from ganforge.evaluate import evaluate, evaluate_samples, pick_extractor, reference_dataset, stacked_digits
+from ganforge.evaluate import evaluate, evaluate_samples, is_better, pick_extractor, reference_dataset, stacked_digits
 from ganforge.features import DigitClassifier, PixelFeatures, extract, inception_features, load_classifier
 from ganforge.metrics import mixture_mode_stats
 from helpers import assert_clean_error
@@ -142,6 +142,11 @@ def test_noise_scores_far_worse_than_the_real_baseline():
     assert metrics["fd"] > 20 * baseline["fd"]
     assert metrics["precision"] < 0.3 < 0.8 < baseline["precision"]
     assert baseline["classes_covered"] == 10 and baseline["class_kl"] < 0.05
+
+
+def test_metric_direction_for_a_best_checkpoint():
+    assert is_better("fd", 3.0, None) and is_better("fd", 3.0, 4.0) and not is_better("fd", 5.0, 4.0)
+    assert is_better("coverage", 0.9, 0.8) and not is_better("modes", 990, 1000)
 
 
 def test_mixture_defaults_to_mode_statistics():

@@ -52,6 +52,15 @@ FEATURES = ("auto", "digits8", "mnist28", "inception", "pixels", "raw")
 MAX_REFERENCE = 10_000  # real samples used at most (a seeded subset of larger datasets)
 MIXTURE_SAMPLES, STACKED_SAMPLES = 2_500, 26_000  # the PacGAN protocol's sample counts
 EVAL_JSON, EVAL_HISTORY = "eval.json", "eval.jsonl"
+# Metrics where a smaller value is a better generator; for every other metric larger is better.
+LOWER_IS_BETTER = frozenset({"fd", "kid_mean", "class_kl", "reverse_kl", "kl"})
+
+
+def is_better(metric: str, value: float, best: float | None) -> bool:
+    """Whether `value` of `metric` beats `best` (None: nothing yet), e.g. to keep a best checkpoint."""
+    if best is None:
+        return True
+    return value < best if metric in LOWER_IS_BETTER else value > best
 
 
 def domain(dataset: Dataset) -> str:
