@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     print(f"ganforge {ganforge.__version__}, torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
-    print(f"mixture preset: {json.dumps(PRESETS['mixture'])}")
+    for dataset in args.datasets:
+        print(f"{dataset} preset: {json.dumps(PRESETS[dataset])}")
     runs = []
     with tempfile.TemporaryDirectory(prefix="toy_modes-") as tmp:
         for dataset in args.datasets:
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         report = {
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
-            "preset": PRESETS["mixture"],
+            "presets": {d: PRESETS[d] for d in args.datasets},
             "samples": SAMPLES,
             "runs": runs,
             "summary": {d: {m: {"mean": v[0], "se": None if math.isnan(v[1]) else v[1]} for m, v in s.items()} for d, s in summary.items()},

@@ -124,7 +124,8 @@ def test_yaml_file_must_exist_and_be_text(tmp_path):
 MLP_ONLY = {"g_depth", "d_depth"}
 CONV_ONLY = {"g_extra_layers", "d_extra_layers", "image_size", "channels"}
 CASES = [
-    (dict(data="ring8"), "vectors", (2,), "ring8", "mixture", CONV_ONLY),
+    (dict(data="ring8"), "vectors", (2,), "ring8", "ring8", CONV_ONLY),
+    (dict(data="grid25"), "vectors", (2,), "grid25", "grid25", CONV_ONLY),
     (dict(data="table.csv"), "vectors", (7,), "table", "vectors", CONV_ONLY),
     (dict(data="digits"), "images", (1, 8, 8), "digits", "digits", MLP_ONLY),
     (dict(data="photos/"), "images", (3, 32, 32), "photos", "images", MLP_ONLY),
@@ -146,7 +147,7 @@ def test_resolve_fills_every_auto_value_the_networks_use(layer, kind, shape, nam
         assert (config.channels, config.image_size) == (shape[0], shape[-1])
 
 
-@pytest.mark.parametrize(("layer", "kind", "shape", "name", "preset", "unused"), CASES[:1] + CASES[2:3], ids=["ring8", "digits"])
+@pytest.mark.parametrize(("layer", "kind", "shape", "name", "preset", "unused"), CASES[:1] + CASES[3:4], ids=["ring8", "digits"])
 def test_resolve_fills_every_none(layer, kind, shape, name, preset, unused):
     """Every key is concrete, except the image keys for vector data, where they do not apply."""
     config = resolve(make_config(layer), kind, shape, name)

@@ -44,12 +44,13 @@ class Config:
     # Objective and optimisation
     loss: str = "nonsaturating"  # minimax | nonsaturating | wasserstein | hinge | least_squares
     gp_weight: float = 0.0  # WGAN-GP gradient penalty weight
-    r1_gamma: float = 0.0  # R1 penalty on real data, weighted gamma / 2
+    r1_gamma: float | None = None  # R1 penalty on real data, weighted gamma / 2 (auto: on for the 2D mixtures)
     steps: int | None = None  # generator steps
     batch_size: int | None = None
     d_steps_per_g_step: int = 1
     lr_g: float | None = None
     lr_d: float | None = None
+    lr_decay: float | None = None  # final fraction of the steps over which lr_g and lr_d fall linearly to 0
     beta1: float | None = None  # Adam
     beta2: float | None = None
     ema_decay: float | None = None  # exponential moving average of G's weights (0: off)
@@ -58,7 +59,7 @@ class Config:
     sync_batchnorm: bool = False  # several GPUs: BatchNorm statistics over the global batch
     # Speed: how the same computation runs (resolved once by the Trainer)
     precision: str = "fp32"  # fp32 | bf16 | fp16: autocast for the networks; losses and penalties stay fp32
-    compile: str = "off"  # off | on: torch.compile each network (eager, with a warning, where compiling fails)
+    compile: str = "off"  # off | on | graphs: torch.compile each network (graphs: also CUDA graphs); eager where it fails
     channels_last: bool | None = None  # conv nets: NHWC memory layout (auto: on for conv nets)
     # Divergence guard
     max_nonfinite_steps: int = 20  # consecutive NaN/Inf steps (skipped) before `on_divergence`; 0: no guard
@@ -81,7 +82,7 @@ CHOICES = {
     "channels": (1, 3),
     "on_divergence": ("stop", "rollback"),
     "precision": ("fp32", "bf16", "fp16"),
-    "compile": ("off", "on"),
+    "compile": ("off", "on", "graphs"),
 }
 # Keys a resumed run may change: they steer the run, not what it computes. Precision, compile
 # and memory layout change only rounding, like a move to another device.
@@ -223,7 +224,8 @@ def validate(config: Config) -> None:
     _require(config.ema_decay is None or 0 <= config.ema_decay < 1, "ema_decay", config.ema_decay, "a number in [0, 1)")
     _require(0 <= config.seed < 2**31, "seed", config.seed, "an integer from 0 to 2**31 - 1")
     _require(config.gp_weight >= 0, "gp_weight", config.gp_weight, "a number >= 0")
-    _require(config.r1_gamma >= 0, "r1_gamma", config.r1_gamma, "a number >= 0")
+    _require(config.r1_gamma is None or config.r1_gamma >= 0, "r1_gamma", config.r1_gamma, "a number >= 0")
+    _require(config.lr_decay is None or 0 <= config.lr_decay <= 1, "lr_decay", config.lr_decay, "a fraction in [0, 1]")
     device = config.device
     _require(device in ("auto", "cpu", "cuda", "mps") or device.startswith("cuda:"), "device", device, "auto, cpu, cuda, cuda:N or mps")
     _require(bool(config.data.strip()), "data", config.data, "a dataset name or path")
@@ -233,7 +235,7 @@ def validate(config: Config) -> None:
 
 def preset_name(config: Config, kind: str, sample_shape: tuple[int, ...]) -> str:
     if config.data in ("ring8", "grid25"):
-        return "mixture"
+        return config.data
     if config.data == "digits":
         return "digits"
     return "images" if kind == "images" else "vectors"

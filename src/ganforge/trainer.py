@@ -64,7 +64,8 @@ class Speed:
 
     `autocast` wraps every forward pass (`nullcontext()` for fp32); `g_scaler`/`d_scaler` are
     GradScalers for fp16 (else None); `fused_adam` picks Adam's fused kernel (which also skips
-    a non-finite update on the device, without a host wait) over its foreach kernel.
+    a non-finite update on the device, without a host wait) over its foreach kernel (other
+    devices).
     """
 
     autocast: AbstractContextManager
@@ -72,7 +73,7 @@ class Speed:
     d_scaler: torch.amp.GradScaler | None
     fused_adam: bool
     channels_last: bool
-    compile: bool
+    compile: str | None  # a torch.compile mode, or None for eager
 
 
 def resolve_speed(config: Config, device: torch.device) -> Speed:
@@ -93,20 +94,22 @@ def resolve_speed(config: Config, device: torch.device) -> Speed:
         autocast=autocast,
         g_scaler=scalers[0],
         d_scaler=scalers[1],
-        fused_adam=device.type == "cuda",
+        # One fused kernel per optimizer step; on 2 CPU cores 4-5x faster than the foreach kernel.
+        fused_adam=device.type in ("cuda", "cpu"),
         channels_last=bool(config.channels_last) and config.arch == "conv",
-        compile=config.compile == "on",
+        # reduce-overhead: compiled networks replayed as CUDA graphs (shapes are static); on a CPU it is plain compile.
+        compile={"off": None, "on": "default", "graphs": "reduce-overhead"}[config.compile],
     )
 
 
-def compiled(module: nn.Module, trial: Callable[[nn.Module], None], say=print) -> nn.Module:
-    """`torch.compile(module)`, or `module` itself (with a one-line warning) when compiling fails.
+def compiled(module: nn.Module, mode: str, trial: Callable[[nn.Module], None], say=print) -> nn.Module:
+    """`torch.compile(module, mode=mode)`, or `module` itself (with a one-line warning) when compiling fails.
 
     torch.compile works lazily, so `trial(compiled_module)` runs it once the ways training
     will (forward and backward); any failure there keeps the eager module, which computes
     the same thing.
     """
-    candidate = torch.compile(module)
+    candidate = torch.compile(module, mode=mode)
     try:
         trial(candidate)
     except Exception as err:  # a compiler failure can surface as any exception type
@@ -178,10 +181,11 @@ class Trainer:
         # discriminator twice, which a compiled network cannot, so they use the eager one.
         self.g_run, self.g_frozen, self.d_run, self.d_frozen = self.g_train, self.generator, self.d_train, self.discriminator
         if speed.compile:
-            self.g_run = compiled(self.g_train, self._generator_trial, say)
-            self.g_frozen = self.g_run if self.g_train is self.generator else compiled(self.generator, self._generator_trial, say)
-            self.d_run = compiled(self.d_train, self._discriminator_trial, say)
-            self.d_frozen = self.d_run if self.d_train is self.discriminator else compiled(self.discriminator, self._discriminator_trial, say)
+            mode = speed.compile
+            self.g_run = compiled(self.g_train, mode, self._generator_trial, say)
+            self.g_frozen = self.g_run if self.g_train is self.generator else compiled(self.generator, mode, self._generator_trial, say)
+            self.d_run = compiled(self.d_train, mode, self._discriminator_trial, say)
+            self.d_frozen = self.d_run if self.d_train is self.discriminator else compiled(self.discriminator, mode, self._discriminator_trial, say)
         self.step, self.seconds = 0, 0.0
         self.skipped = torch.zeros((), dtype=torch.long, device=device)  # steps skipped for NaN/Inf, on the device
 
@@ -311,6 +315,12 @@ class Trainer:
         was applied as a boolean device tensor (None when unchecked); nothing waits for the device.
         """
         config, data, speed = self.config, self.dataset, self.speed
+        # CUDA graphs (compile=graphs) may reuse the previous iteration's output memory from here on.
+        torch.compiler.cudagraph_mark_step_begin()
+        factor = lr_factor(self.step, config.steps, config.lr_decay)
+        for optimizer, lr in ((self.g_optimizer, config.lr_g), (self.d_optimizer, config.lr_d)):
+            for group in optimizer.param_groups:
+                group["lr"] = lr * factor
         applied = None
         for _ in range(config.d_steps_per_g_step):
             real = data.to_model_space(data.samples[distributed.shard(self.sampler.next())])
@@ -332,6 +342,16 @@ class Trainer:
         score = torch.sigmoid if self.loss.probabilistic else (lambda t: t)
         scalars = torch.stack([d_out.loss, g_out.loss, score(d_out.real_logits).mean(), score(g_out.fake_logits).mean()])
         return scalars, applied
+
+
+def lr_factor(step: int, steps: int, decay: float) -> float:
+    """The learning-rate multiplier for iteration `step` (0-based) of `steps`.
+
+    1 until the last `decay` fraction of the run, then a linear fall that would reach 0 one
+    step after the last, so every step still moves the weights.
+    """
+    decay_steps = decay * steps
+    return 1.0 if steps - step >= decay_steps else (steps - step) / decay_steps
 
 
 def _both(a: Tensor | None, b: Tensor | None) -> Tensor | None:
