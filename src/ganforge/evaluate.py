@@ -242,7 +242,7 @@ def evaluate_samples(
 
     Returns:
         {"metrics": {name: float or int}, "features": extractor name, "n": generated samples,
-        "n_real": real samples, "notes": [str], and "real_baseline": {...} when asked}.
+        "n_real": real samples compared against (None for mode statistics only), "notes": [str], and "real_baseline": {...} when asked}.
     """
     kind = domain(real)
     names = tuple(metrics) if metrics else default_metrics(kind)
@@ -250,9 +250,10 @@ def evaluate_samples(
         if name not in METRICS:
             raise GanforgeError(f"metric {name!r} is unknown: expected one or more of {', '.join(METRICS)}")
     extractor = pick_extractor(features, kind, device)
-    n_real = min(n_real or MAX_REFERENCE, len(real))
-    result: dict = {"features": extractor.name, "n": len(samples), "n_real": n_real, "notes": list(extractor.notes), "metrics": {}}
     feature_names = tuple(m for m in names if m != "modes")
+    # Mode statistics need no real samples (their reference is the modes): n_real is None then.
+    n_real = min(n_real or MAX_REFERENCE, len(real)) if feature_names else None
+    result: dict = {"features": extractor.name, "n": len(samples), "n_real": n_real, "notes": list(extractor.notes), "metrics": {}}
     real_extracted = real_features(real, extractor, n_real, seed, cache) if feature_names else None
     if feature_names:
         result["metrics"].update(_feature_metrics(feature_names, real_extracted, extractor(samples), seed))
