@@ -117,6 +117,31 @@ def test_inception_offline_says_where_the_weights_go(monkeypatch):
     assert extractor.name == "pixels16" and "Inception FID unavailable" in extractor.notes[0]
 
 
+def test_inception_wrapper_feeds_torch_fidelity_uint8_rgb(monkeypatch):
+    class FakeInception(nn.Module):
+        """Stands in for torch-fidelity's network: checks its input contract, returns per-channel means."""
+
+        def __init__(self, name, features_list):
+            super().__init__()
+            assert name == "inception-v3-compat" and features_list == ["2048"]
+            self.scale = nn.Parameter(torch.ones(()))
+
+        def forward(self, x):
+            assert x.dtype == torch.uint8 and x.dim() == 4 and x.shape[1] == 3
+            return (x.float().mean(dim=(2, 3)) * self.scale,)
+
+    package = types.ModuleType("torch_fidelity")
+    module = types.ModuleType("torch_fidelity.feature_extractor_inceptionv3")
+    module.FeatureExtractorInceptionV3 = FakeInception
+    monkeypatch.setitem(sys.modules, "torch_fidelity", package)
+    monkeypatch.setitem(sys.modules, "torch_fidelity.feature_extractor_inceptionv3", module)
+    grey = torch.full((120, 1, 8, 8), 0.5)
+    features = extract(inception_features(), grey).features
+    np.testing.assert_allclose(features, 128.0)  # round(0.5 * 255) in each of the 3 channels
+    extractor = pick_extractor("auto", "images")
+    assert extractor.name == "inception-v3-compat-2048" and not extractor.notes
+
+
 # evaluation
 
 

@@ -97,6 +97,9 @@ class PixelFeatures(nn.Module):
 
 
 class _Inception(nn.Module):
+    # 50 images at 299 x 299 keep the activations near 300 MB; 500 would need about 3 GB.
+    batch_size = 50
+
     def __init__(self, network: nn.Module) -> None:
         super().__init__()
         self.network = network
@@ -147,7 +150,8 @@ def fit_input(images: Tensor, extractor: nn.Module) -> Tensor:
 
 @torch.no_grad()
 def extract(extractor: nn.Module, images: Tensor, batch_size: int = 500) -> Extracted:
-    """Runs `extractor` over float images (n, c, h, w) in [0, 1] in batches, on the extractor's device.
+    """Runs `extractor` over float images (n, c, h, w) in [0, 1] in batches (its own `batch_size` if it
+    has one), on the extractor's device.
 
     A DigitClassifier gives features and softmax probabilities; any other module's output,
     flattened to (n, d), is the features.
@@ -155,6 +159,7 @@ def extract(extractor: nn.Module, images: Tensor, batch_size: int = 500) -> Extr
     if images.dim() != 4:
         raise GanforgeError(f"feature extraction needs images (n, c, h, w), got shape {tuple(images.shape)}")
     device = next(iter(extractor.parameters()), torch.empty(0)).device
+    batch_size = getattr(extractor, "batch_size", batch_size)
     features, probabilities = [], []
     for start in range(0, len(images), batch_size):
         batch = fit_input(images[start : start + batch_size].to(device, torch.float32), extractor)
