@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import json
 import math
 import sys
@@ -32,11 +33,11 @@ def write_idx(path: Path, array: np.ndarray) -> None:
 
 @pytest.fixture
 def fake_mnist(tmp_path) -> Path:
-    """An MNIST-format folder: 40 training and 20 test images of 28x28 noise, labelled 0..9 in turn."""
+    """An MNIST-format folder: 80 training and 20 test images of 28x28 noise, labelled 0..9 in turn."""
     folder = tmp_path / "mnist"
     folder.mkdir()
     rng = np.random.default_rng(0)
-    for prefix, n in (("train", 40), ("t10k", 20)):
+    for prefix, n in (("train", 80), ("t10k", 20)):
         write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
         write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
     return folder
@@ -310,6 +311,33 @@ def test_eval_command_on_a_mixture_reports_modes(cli, ring8_run, copy_run):
 def test_eval_command_bad_input_is_one_line(cli, digits_run, tmp_path, args, fragments):
     assert_clean_error(cli("eval", digits_run, "--no-cache", *args), *fragments)
     assert not (digits_run / "eval.json").exists()
+
+
+def test_eval_command_on_stacked_mnist_reports_modes(cli, fake_mnist, tmp_path):
+    run = tmp_path / "stacked"
+    trained = cli("train", "--data", f"stackedmnist:{fake_mnist}", "--steps", "2", "--out", run, "--batch_size", "8",
+                  "--g_width", "4", "--d_width", "4", "--pack", "2", "--device", "cpu", "--quiet")
+    assert trained.code == 0, trained.err
+    record = json.loads(cli("eval", run, "--n", "40", "--no-cache", "--real-baseline").out)
+    assert record["features"].startswith("mnist28-") and record["n"] == 40 and record["n_real"] is None
+    assert set(record["metrics"]) == {"modes", "kl"} and 1 <= record["metrics"]["modes"] <= 40
+    assert record["real_baseline"]["n_modes"] == 40
+
+
+@pytest.mark.parametrize("script", ["mnist_quality", "stacked_mnist"])
+def test_mnist_benchmark_scripts_run(script, fake_mnist, tmp_path, monkeypatch, capsys):
+    """Two training steps and a few samples, so the scripts keep working without the real data."""
+    monkeypatch.setenv("GANFORGE_CACHE", str(tmp_path / "cache"))
+    spec = importlib.util.spec_from_file_location(script, Path(__file__).parents[1] / "benchmarks" / f"{script}.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    report = tmp_path / "report.json"
+    args = ["--mnist", str(fake_mnist), "--steps", "2", "--seeds", "0", "--n", "20", "--json", str(report)]
+    assert benchmark.main(args) == 0
+    runs = json.loads(report.read_text())["runs"]
+    assert len(runs) == 1 and runs[0]["steps"] == 2
+    table_header = {"mnist_quality": "| run | steps | fd |", "stacked_mnist": "| Method | modes (of 1,000) | KL |"}[script]
+    assert table_header in capsys.readouterr().out
 
 
 def test_eval_command_on_a_folder_without_a_run(cli, tmp_path):
