@@ -1,0 +1,361 @@
+"""The speed settings: precision, compile, channels_last, fused Adam and the guard without host waits.
+
+Each setting changes how the iteration runs, never what it computes: results match the plain
+fp32 eager run bit for bit where the arithmetic is the same, and within rounding otherwise.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+import ganforge.trainer as trainer_module
+from ganforge.config import diff, load_yaml, make_config, resolve
+from ganforge.data import load_dataset
+from ganforge.errors import GanforgeError
+from ganforge.losses import get_loss
+from ganforge.noise import NoiseSampler
+from ganforge.steps import discriminator_step, generator_step
+from ganforge.trainer import Trainer, pick_device
+
+TINY = {"device": "cpu", "batch_size": 16, "g_width": 4, "d_width": 4, "ema_decay": 0.9}
+
+
+def make_trainer(data: str = "digits", messages: list | None = None, **overrides) -> Trainer:
+    config = make_config({"data": data, **TINY, **overrides})
+    dataset = load_dataset(config.data)
+    config = resolve(config, dataset.kind, dataset.sample_shape, "test")
+    device = pick_device(config.device)
+    trainer = Trainer(config, dataset, device, say=(messages.append if messages is not None else print))
+    dataset.to(device)
+    return trainer
+
+
+def run(trainer: Trainer, iterations: int) -> list[list[float]]:
+    """The logged scalars (d_loss, g_loss, D(x), D(G(z))) of each iteration."""
+    return [trainer.iteration(skip_nonfinite=True)[0].tolist() for _ in range(iterations)]
+
+
+def weights(trainer: Trainer) -> dict[str, torch.Tensor]:
+    return {f"{name}.{k}": v for name, net in (("G", trainer.generator), ("D", trainer.discriminator)) for k, v in net.state_dict().items()}
+
+
+# --- configuration ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("precision", "fp8", "precision='fp8' is invalid: expected one of fp32, bf16, fp16"),
+        ("compile", "fast", "compile='fast' is invalid: expected one of off, on, graphs"),
+        ("channels_last", "maybe", "channels_last='maybe' is invalid: expected true or false"),
+    ],
+)
+def test_bad_speed_values_are_one_clear_line(key, value, expected):
+    with pytest.raises(GanforgeError) as err:
+        make_config({key: value})
+    assert str(err.value) == expected
+
+
+def test_yaml_on_and_off_are_read_as_compile_choices(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("compile: on\nchannels_last: off\n")
+    config = make_config(load_yaml(path))
+    assert (config.compile, config.channels_last) == ("on", False)
+    path.write_text("compile: off\n")
+    assert make_config(load_yaml(path)).compile == "off"
+
+
+def test_speed_settings_may_change_on_resume_and_channels_last_defaults_to_conv():
+    conv = resolve(make_config({"data": "digits"}), "images", (1, 8, 8), "digits")
+    mlp = resolve(make_config({"data": "ring8"}), "vectors", (2,), "ring8")
+    assert conv.channels_last is True and mlp.channels_last is False
+    saved = dataclasses.asdict(conv)
+    assert diff(saved, dataclasses.replace(conv, precision="bf16", compile="on", channels_last=False)) == []
+
+
+def test_fp16_refused_where_autocast_cannot_run():
+    config = resolve(make_config({"data": "digits", "precision": "fp16"}), "images", (1, 8, 8), "digits")
+    with pytest.raises(GanforgeError, match="precision=fp16 is not available on device meta: use precision=fp32"):
+        trainer_module.resolve_speed(config, torch.device("meta"))
+
+
+# --- precision ----------------------------------------------------------------------------------
+
+
+def test_bf16_on_cpu_runs_the_networks_in_bf16_and_stays_finite_and_close_to_fp32():
+    dtypes = []
+    bf16, fp32 = make_trainer(precision="bf16"), make_trainer()
+    bf16.generator.net[0].register_forward_hook(lambda module, inputs, output: dtypes.append(output.dtype))
+    low, full = run(bf16, 5), run(fp32, 5)
+    assert torch.bfloat16 in dtypes
+    assert all(p.dtype == torch.float32 for p in bf16.generator.parameters()), "the weights stay fp32"
+    assert torch.isfinite(torch.tensor(low)).all()
+    # The first iteration starts from the same weights and data: equal up to bf16 rounding.
+    torch.testing.assert_close(torch.tensor(low[0]), torch.tensor(full[0]), rtol=0.05, atol=0.02)
+
+
+def test_fp16_on_cpu_uses_one_grad_scaler_per_player_and_stays_finite():
+    trainer = make_trainer(precision="fp16")
+    speed = trainer.speed
+    assert isinstance(speed.g_scaler, torch.amp.GradScaler) and isinstance(speed.d_scaler, torch.amp.GradScaler)
+    assert speed.g_scaler is not speed.d_scaler
+    scalars = run(trainer, 5)
+    assert torch.isfinite(torch.tensor(scalars)).all()
+    assert trainer.skipped_steps <= 5 and speed.g_scaler.get_scale() > 0
+    assert torch.isfinite(torch.cat([p.flatten() for p in trainer.generator.parameters()])).all()
+
+
+def test_fp32_is_unchanged_by_the_speed_plumbing():
+    """fp32 eager with the Trainer's fused Adam equals the two step functions called by hand."""
+    trainer = make_trainer(channels_last=False, ema_decay=0.0)
+    generator, discriminator = copy.deepcopy(trainer.generator), copy.deepcopy(trainer.discriminator)
+    config = trainer.config
+    g_opt = torch.optim.Adam(generator.parameters(), lr=config.lr_g, betas=(config.beta1, config.beta2), fused=True)
+    d_opt = torch.optim.Adam(discriminator.parameters(), lr=config.lr_d, betas=(config.beta1, config.beta2), fused=True)
+    noise = NoiseSampler(config.latent_dim, config.noise, "cpu", seed=config.seed + 1)
+    data = trainer.dataset
+    sampler = copy.deepcopy(trainer.sampler)
+    loss = get_loss(config.loss)
+    for _ in range(3):
+        trainer.iteration(skip_nonfinite=False)
+        real = data.to_model_space(data.samples[sampler.next()])
+        discriminator_step(generator, discriminator, d_opt, loss, noise, real)
+        generator_step(generator, discriminator, g_opt, loss, noise, config.batch_size)
+    expected = {**{f"G.{k}": v for k, v in generator.state_dict().items()}, **{f"D.{k}": v for k, v in discriminator.state_dict().items()}}
+    for name, value in weights(trainer).items():
+        assert torch.equal(value, expected[name]), name
+
+
+# --- memory layout --------------------------------------------------------------------------------
+
+
+def test_channels_last_gives_the_same_training_within_rounding():
+    nhwc, nchw = make_trainer(channels_last=True), make_trainer(channels_last=False)
+    assert nhwc.generator.net[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert nchw.generator.net[0].weight.is_contiguous()
+    torch.testing.assert_close(torch.tensor(run(nhwc, 4)), torch.tensor(run(nchw, 4)), rtol=1e-4, atol=1e-5)
+    a, b = weights(nhwc), weights(nchw)
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+# --- the divergence guard without host waits -------------------------------------------------------
+
+
+class _NanGradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("nan")
+
+
+class Faulty(nn.Module):
+    def __init__(self, n_in: int, n_out: int) -> None:
+        super().__init__()
+        self.linear, self.norm, self.fault = nn.Linear(n_in, n_out), nn.BatchNorm1d(n_out), False
+
+    def forward(self, x):
+        y = self.linear(x)
+        return self.norm(_NanGradient.apply(y) if self.fault else y)
+
+
+@pytest.mark.parametrize("which", ["generator", "discriminator"])
+def test_fused_adam_skips_a_non_finite_step_on_the_device_without_reading_it(which, monkeypatch):
+    """With a fused optimizer the guard never reads a value on the host, and the skipped step leaves
+    parameters, BatchNorm statistics and optimizer state (moments, step counts) bit-identical."""
+    torch.manual_seed(0)
+    G, D = Faulty(3, 2), Faulty(2, 1)
+    g_opt, d_opt = torch.optim.Adam(G.parameters(), lr=0.01, fused=True), torch.optim.Adam(D.parameters(), lr=0.01, fused=True)
+    noise, real, loss = NoiseSampler(3, seed=1), torch.randn(16, 2), get_loss("nonsaturating")
+
+    def step():
+        if which == "generator":
+            return generator_step(G, D, g_opt, loss, noise, 16, skip_nonfinite=True)
+        return discriminator_step(G, D, d_opt, loss, noise, real, skip_nonfinite=True)
+
+    assert step().stepped
+    trained, optimizer = (G, g_opt) if which == "generator" else (D, d_opt)
+    before = copy.deepcopy((trained.state_dict(), optimizer.state_dict()))
+    trained.fault = True
+
+    def no_host_read(*args):
+        raise AssertionError("the step read a device value on the host")
+
+    with monkeypatch.context() as patch:
+        for name in ("__bool__", "item", "tolist"):
+            patch.setattr(torch.Tensor, name, no_host_read)
+        result = step()
+    assert isinstance(result.applied, torch.Tensor) and result.stepped is False
+    after = (trained.state_dict(), optimizer.state_dict())
+    for key, value in before[0].items():
+        assert torch.equal(value, after[0][key]), key
+    for index, state in before[1]["state"].items():
+        for key, value in state.items():
+            assert torch.equal(value, after[1]["state"][index][key]), (index, key)
+
+
+def test_an_iteration_never_reads_the_device():
+    trainer = make_trainer()
+    run(trainer, 1)
+    original = torch.Tensor.__bool__
+
+    def no_host_read(*args):
+        raise AssertionError("the iteration read a device value on the host")
+
+    try:
+        torch.Tensor.__bool__ = no_host_read
+        torch.Tensor.item = no_host_read
+        scalars, applied = trainer.iteration(skip_nonfinite=True)
+    finally:
+        torch.Tensor.__bool__ = original
+        del torch.Tensor.item
+    assert applied is not None and bool(applied) and torch.isfinite(scalars).all()
+
+
+# --- torch.compile ---------------------------------------------------------------------------------
+
+
+class _BreaksInBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError("inductor: assert_size_stride failed\nmore detail")
+
+
+class _FailingCompile(nn.Module):
+    """Stands in for a compiled network whose backward fails to compile, after its forward ran
+    (so it has already updated BatchNorm statistics the trial must put back)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.inner = module
+
+    def forward(self, x):
+        return _BreaksInBackward.apply(self.inner(x))
+
+
+def test_a_failing_compile_falls_back_to_eager_with_one_warning_and_identical_results(monkeypatch):
+    monkeypatch.setattr(trainer_module.torch, "compile", lambda module, mode=None: _FailingCompile(module))
+    messages: list[str] = []
+    compiled, eager = make_trainer(compile="on", messages=messages), make_trainer()
+    assert len(messages) == 2 and all(m.startswith("warning: torch.compile failed for the Conv") for m in messages), messages
+    assert "RuntimeError: inductor: assert_size_stride failed)" in messages[0] and "\n" not in messages[0]
+    assert compiled.g_run is compiled.generator and compiled.d_run is compiled.discriminator
+    a, b = weights(compiled), weights(eager)
+    assert all(torch.equal(a[k], b[k]) for k in a), "the trial run left no trace"
+    assert run(compiled, 3) == run(eager, 3)
+    a, b = weights(compiled), weights(eager)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_working_compile_trial_leaves_no_trace_and_checkpoints_hold_plain_modules(monkeypatch):
+    wrappers = []
+
+    class Wrapper(nn.Module):  # a "compiled" module that runs its network unchanged, like OptimizedModule
+        def __init__(self, module):
+            super().__init__()
+            self._orig_mod = module
+            wrappers.append(self)
+
+        def forward(self, x):
+            return self._orig_mod(x)
+
+    monkeypatch.setattr(trainer_module.torch, "compile", lambda module, mode=None: Wrapper(module))
+    compiled, eager = make_trainer(compile="graphs"), make_trainer()
+    assert compiled.g_run is wrappers[0] and compiled.d_run is wrappers[1]
+    assert run(compiled, 3) == run(eager, 3)
+    state = compiled.state_dict()
+    assert not [k for k in (*state["generator"], *state["discriminator"]) if k.startswith(("_orig_mod.", "module."))]
+
+
+@pytest.mark.slow
+def test_torch_compile_on_cpu_matches_eager():
+    """Real torch.compile (inductor) of a tiny MLP pair: the same loss trajectory within rounding."""
+    overrides = {"g_depth": 1, "d_depth": 1, "r1_gamma": 0.0}
+    messages: list[str] = []
+    compiled, eager = make_trainer("ring8", messages, compile="on", **overrides), make_trainer("ring8", **overrides)
+    assert not messages, messages
+    assert type(compiled.g_run).__name__ == "OptimizedModule"
+    torch.testing.assert_close(torch.tensor(run(compiled, 5)), torch.tensor(run(eager, 5)), rtol=1e-4, atol=1e-5)
+    assert not [k for k in compiled.state_dict()["generator"] if k.startswith("_orig_mod.")]
+
+
+@pytest.mark.slow
+def test_compile_with_channels_last_and_a_transposed_conv_on_a_1x1_latent_runs_or_falls_back_cleanly():
+    """The generator's first layer is a ConvTranspose2d on a 1x1 latent map; with channels_last,
+    inductor has failed a stride assertion on it. Either it compiles and matches eager, or the
+    run warns in one line and goes on eagerly with identical results."""
+    messages: list[str] = []
+    compiled = make_trainer(messages=messages, compile="on", channels_last=True)
+    eager = make_trainer(channels_last=True)
+    assert all(m.startswith("warning: torch.compile failed") and "\n" not in m for m in messages), messages
+    if messages:
+        assert run(compiled, 2) == run(eager, 2)
+    else:
+        torch.testing.assert_close(torch.tensor(run(compiled, 2)), torch.tensor(run(eager, 2)), rtol=1e-4, atol=1e-5)
+
+
+# --- on a CUDA device (skipped by default; run with `pytest -m gpu`) --------------------------------
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("mode", ["on", "graphs"])
+def test_compiled_iteration_on_cuda_matches_eager(mode):
+    """compile=on and compile=graphs (CUDA graphs) train like eager, within TF32 rounding."""
+    messages: list[str] = []
+    compiled, eager = make_trainer(messages=messages, device="cuda", compile=mode), make_trainer(device="cuda")
+    assert not messages, messages
+    torch.testing.assert_close(torch.tensor(run(compiled, 5)), torch.tensor(run(eager, 5)), rtol=2e-3, atol=2e-3)
+    a, b = weights(compiled), weights(eager)
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=2e-3, atol=2e-3, msg=name)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_bf16_channels_last_fused_adam_on_cuda_stays_finite_and_never_reads_the_device():
+    trainer = make_trainer(device="cuda", precision="bf16", channels_last=True)
+    assert trainer.speed.fused_adam and trainer.g_optimizer.defaults["fused"]
+    run(trainer, 2)
+    torch.cuda.synchronize()
+    original = torch.Tensor.__bool__
+
+    def no_host_read(*args):
+        raise AssertionError("the iteration read a device value on the host")
+
+    try:
+        torch.Tensor.__bool__ = no_host_read
+        torch.Tensor.item = no_host_read
+        scalars, applied = trainer.iteration(skip_nonfinite=True)
+    finally:
+        torch.Tensor.__bool__ = original
+        del torch.Tensor.item
+    assert bool(applied) and torch.isfinite(scalars).all()
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_compile_with_channels_last_and_a_transposed_conv_on_a_1x1_latent_on_cuda():
+    messages: list[str] = []
+    compiled = make_trainer(messages=messages, device="cuda", compile="on", channels_last=True, g_width=16, d_width=16)
+    eager = make_trainer(device="cuda", channels_last=True, g_width=16, d_width=16)
+    assert all(m.startswith("warning: torch.compile failed") and "\n" not in m for m in messages), messages
+    if messages:
+        assert run(compiled, 2) == run(eager, 2)
+    else:
+        torch.testing.assert_close(torch.tensor(run(compiled, 2)), torch.tensor(run(eager, 2)), rtol=2e-3, atol=2e-3)
+
