@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Checks ganforge on a CUDA machine: the test suite with the GPU tests, the default digits job
-# and an MNIST run on the GPU, with wall times. Needs torch with CUDA; installs nothing.
+# and an MNIST run on the GPU, with wall times, then the DCGAN-64 throughput against the
+# textbook loop (bf16, channels_last, fused Adam; eager, then CUDA graphs via compile=graphs).
+# Needs torch with CUDA; installs nothing.
 # Usage: benchmarks/gpu_check.sh OUT_DIR [MNIST_FOLDER]
 set -uo pipefail
 out=${1:?usage: benchmarks/gpu_check.sh OUT_DIR [MNIST_FOLDER]}
@@ -18,5 +20,10 @@ runs=$(mktemp -d)
     time python3 -m ganforge train ${job#*:} --out "$runs/$name" --device cuda --quiet
     tail -n 1 "$runs/$name/metrics.jsonl"
     cp "$runs/$name/samples/final.png" "$out/${name}_final.png"
+  done
+  for compile in off graphs; do
+    TIMEFORMAT="throughput dcgan64 compile=$compile: wall %R s"
+    time python3 benchmarks/throughput.py --case dcgan64 --device cuda --precision bf16 --channels_last on \
+      --compile "$compile" --rounds 3 --seconds 1 --json "$out/throughput_dcgan64_$compile.json"
   done
 } 2>&1 | tee "$out/gpu_check.log"
