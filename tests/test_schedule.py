@@ -49,3 +49,26 @@ def test_lr_decay_outside_zero_one_is_a_clear_error():
 
     with pytest.raises(GanforgeError, match=r"lr_decay=1.5 is invalid: expected a fraction in \[0, 1\]"):
         make_config({"lr_decay": 1.5})
+
+
+def test_a_decaying_run_restored_mid_decay_continues_exactly(tmp_path):
+    """The schedule follows the restored step: 6 + 6 iterations with a restore between equal 12 straight."""
+    torch.set_num_threads(1)
+    dataset = load_dataset("ring8")
+    config = resolve(
+        make_config({"data": "ring8", "out": str(tmp_path), "steps": 12, "lr_decay": 0.75, "batch_size": 8, "g_width": 4, "d_width": 4}),
+        dataset.kind, dataset.sample_shape, "ring8",
+    )
+    straight = Trainer(config, dataset, torch.device("cpu"), say=lambda *_: None)
+    for _ in range(12):
+        straight.iteration(skip_nonfinite=False)
+    first = Trainer(config, dataset, torch.device("cpu"), say=lambda *_: None)
+    for _ in range(6):
+        first.iteration(skip_nonfinite=False)
+    second = Trainer(config, dataset, torch.device("cpu"), say=lambda *_: None)
+    second.load_state_dict(first.state_dict(), say=lambda *_: None)
+    for _ in range(6):
+        second.iteration(skip_nonfinite=False)
+    assert second.g_optimizer.param_groups[0]["lr"] == straight.g_optimizer.param_groups[0]["lr"] < config.lr_g / 4
+    for a, b in zip(straight.generator.state_dict().values(), second.generator.state_dict().values()):
+        assert torch.equal(a, b)
