@@ -12,8 +12,8 @@ process, in alternating rounds:
   discriminator not frozen, `torch.optim.Adam` with its defaults, `.item()` every step.
 
 Images/s counts real images consumed per second (one batch per iteration). Also reported:
-the paired ratio (median over rounds), peak memory (process RSS on CPU while that loop ran;
-torch.cuda.max_memory_allocated on GPU), FLOPs per iteration (torch.utils.flop_counter),
+the paired ratio (median over rounds), peak memory (on CPU the peak RSS of a fresh process
+that runs only that loop; torch.cuda.max_memory_allocated on GPU), FLOPs per iteration (torch.utils.flop_counter),
 achieved TFLOP/s and, on a GPU with a known peak, model-FLOPs utilisation; and the generator
 step alone with the discriminator frozen (ganforge) against not frozen.
 
@@ -28,10 +28,9 @@ import argparse
 import copy
 import dataclasses
 import json
-import os
 import statistics
+import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -76,22 +75,6 @@ def case_data(case: str, batch_size: int | None) -> tuple[dict, Dataset]:
             "dcgan64-random", "images", samples, IMAGE_TRANSFORM
         )
     raise SystemExit(f"unknown case {case!r}: expected toy, digits, mnist or dcgan64")
-
-
-class PeakRSS:
-    """Samples this process's resident memory every millisecond while active; `peak` in bytes."""
-
-    def __init__(self) -> None:
-        self.peak, self.active = 0, False
-        self.page = os.sysconf("SC_PAGE_SIZE")
-        threading.Thread(target=self._watch, daemon=True).start()
-
-    def _watch(self) -> None:
-        while True:
-            if self.active:
-                with open("/proc/self/statm") as f:
-                    self.peak = max(self.peak, int(f.read().split()[1]) * self.page)
-            time.sleep(0.001)
 
 
 class GanforgeLoop:
@@ -256,20 +239,17 @@ def measure(case: str, batch_size: int | None, args: argparse.Namespace) -> dict
     counted = {"ganforge": ganforge if config.compile == "off" else GanforgeLoop(dataclasses.replace(config, compile="off"), dataset, device)}
     flops = {name: flops_per_iteration(counted.get(name, loop).run) for name, loop in loops.items()}
     del counted
-    rss = PeakRSS() if device.type == "cpu" else None
     times = {name: [] for name in loops}
     peak = dict.fromkeys(loops, 0)
     for r in range(args.rounds):
         for name in (list(loops) if r % 2 == 0 else list(loops)[::-1]):
-            if rss:
-                rss.peak, rss.active = 0, True
-            else:
+            if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             times[name].append(timed(loops[name].run, iterations[name], device))
-            if rss:
-                rss.active = False
-                time.sleep(0.005)
-            peak[name] = max(peak[name], rss.peak if rss else torch.cuda.max_memory_allocated(device))
+            if device.type == "cuda":
+                peak[name] = max(peak[name], torch.cuda.max_memory_allocated(device))
+    if device.type == "cpu":  # one process's peak RSS covers everything it ran: one fresh process per loop
+        peak = {name: peak_rss(name, case, batch_size, args) for name in loops}
     rate = {name: config.batch_size * iterations[name] / statistics.median(times[name]) for name in loops}
     ratios = [
         (iterations["ganforge"] / g) / (iterations["textbook"] / t) for g, t in zip(times["ganforge"], times["textbook"])
@@ -293,13 +273,40 @@ def measure(case: str, batch_size: int | None, args: argparse.Namespace) -> dict
         "g_step_frozen_images_per_s": round(g_frozen),
         "g_step_unfrozen_images_per_s": round(g_unfrozen),
         "peak_memory_mib": {name: round(peak[name] / 2**20) for name in loops},
-        "memory_kind": "process RSS" if rss else "cuda max_memory_allocated",
+        "memory_kind": "peak RSS of a process running only that loop" if device.type == "cpu" else "cuda max_memory_allocated",
         "gflop_per_iteration": {name: round(flops[name] / 1e9, 3) for name in loops},
         "tflop_per_s": {name: round(tflops[name], 3) for name in loops},
         "mfu_vs_bf16_peak": {name: round(tflops[name] / peak_tflops, 3) for name in loops} if peak_tflops else None,
         "rounds": args.rounds,
         "torch": torch.__version__,
     }
+
+
+def peak_rss(way: str, case: str, batch_size: int | None, args: argparse.Namespace) -> int:
+    """Peak resident memory in bytes of a fresh process that builds and runs only `way` (CPU)."""
+    command = [sys.executable, __file__, "--case", case, "--peak_rss_of", way, "--precision", args.precision,
+               "--compile", args.compile, "--channels_last", args.channels_last, "--device", args.device]
+    if batch_size:
+        command += ["--batch", str(batch_size)]
+    return int(subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()[-1])
+
+
+def run_alone(way: str, args: argparse.Namespace) -> None:
+    """Builds one loop, runs 20 iterations and prints this process's peak RSS in bytes."""
+    device = pick_device(args.device)
+    batch = args.batch[0] if args.batch else None
+    overrides, dataset = case_data(args.case[0], batch)
+    layers = {**overrides, "device": args.device, "precision": args.precision, "compile": args.compile}
+    if batch:
+        layers["batch_size"] = batch
+    if args.channels_last != "auto":
+        layers["channels_last"] = args.channels_last
+    config = resolve(make_config(layers), dataset.kind, dataset.sample_shape, args.case[0])
+    loop = (GanforgeLoop if way == "ganforge" else TextbookLoop)(config, dataset, device)
+    loop.run(20)
+    # VmHWM, not ru_maxrss: the latter keeps the forking parent's high-water mark across exec.
+    status = Path("/proc/self/status").read_text()
+    print(int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) * 1024)
 
 
 def table(results: list[dict]) -> str:
@@ -331,7 +338,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per loop")
     parser.add_argument("--seconds", type=float, default=2.0, help="length of one round")
     parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument("--peak_rss_of", choices=["ganforge", "textbook"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.peak_rss_of:
+        return run_alone(args.peak_rss_of, args)
     results = []
     for case in args.case or ["toy", "digits", "mnist"]:
         for batch in args.batch or ([128, 1024] if case == "dcgan64" else [None]):
