@@ -128,7 +128,7 @@ class TextbookLoop:
         while True:
             order = torch.randperm(data.shape[0], device=self.device)
             for start in range(0, data.shape[0] - self.batch_size + 1, self.batch_size):
-                yield (data[order[start : start + self.batch_size]],)[0]
+                yield data[order[start : start + self.batch_size]]
 
     def run(self, iterations: int) -> None:
         netG, netD, criterion = self.generator, self.discriminator, self.criterion
