@@ -70,13 +70,18 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 def save_checkpoint(run_dir: Path, state: dict, keep: int) -> Path:
     """Writes `state` as the checkpoint of step state['step'] and prunes all but the newest `keep`."""
     path = checkpoint_path(run_dir, state["step"])
+    write_checkpoint(path, state)
+    for old in list_checkpoints(run_dir)[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def write_checkpoint(path: Path, state: dict) -> None:
+    """Writes `state` to `path` in the checkpoint format, atomically (e.g. checkpoints/best.pt)."""
     buffer = io.BytesIO()
     torch.save({"format_version": FORMAT_VERSION, **state}, buffer)
     sealed = seal(buffer.getvalue())  # serialised first: a full disk shows as OSError from the write
     atomic_write(path, lambda f: f.write(sealed))
-    for old in list_checkpoints(run_dir)[:-keep]:
-        old.unlink(missing_ok=True)
-    return path
 
 
 def seal(payload: bytes) -> bytes:

@@ -60,6 +60,11 @@ KEY_HELP = {
     "sample_every": "steps between sample images in OUT/samples",
     "checkpoint_every": "steps between checkpoints in OUT/checkpoints",
     "keep_checkpoints": "how many recent checkpoints to keep (default 2)",
+    "eval_every": "steps between evaluations during training (the metrics of `ganforge eval`), logged to metrics.jsonl "
+    "and shown in the progress line (default 0: off)",
+    "eval_n": "generated samples per evaluation (auto: 2,500 for 2D mixtures, 26,000 for Stacked MNIST, else up to 10,000)",
+    "best_metric": "metric that keeps the best generator in OUT/best and its state in OUT/checkpoints/best.pt "
+    "(auto: reverse_kl for 2D mixtures, kl for Stacked MNIST, else fd)",
 }
 
 TRAIN_EXAMPLES = """examples:

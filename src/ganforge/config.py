@@ -70,6 +70,10 @@ class Config:
     sample_every: int | None = None  # steps between sample images
     checkpoint_every: int | None = None  # steps between checkpoints
     keep_checkpoints: int = 2
+    # Evaluation during training (the metrics of `ganforge eval`)
+    eval_every: int = 0  # steps between evaluations, logged to metrics.jsonl (0: off)
+    eval_n: int | None = None  # generated samples per evaluation (auto: as `ganforge eval`)
+    best_metric: str | None = None  # keeps checkpoints/best.pt by this metric (auto: reverse_kl for 2D mixtures, kl for Stacked MNIST, else fd)
 
 
 CHOICES = {
@@ -86,7 +90,13 @@ CHOICES = {
 }
 # Keys a resumed run may change: they steer the run, not what it computes. Precision, compile
 # and memory layout change only rounding, like a move to another device.
+# Metrics an evaluation reports, any of which can pick the best checkpoint.
+BEST_METRICS = (
+    "fd", "kid_mean", "precision", "recall", "density", "coverage", "classes_covered", "class_kl", "classifier_score",
+    "modes", "hq_percent", "reverse_kl", "kl",
+)
 RESUMABLE_CHANGES = {
+    "eval_every", "eval_n",
     "steps", "device", "out", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints",
     "max_nonfinite_steps", "on_divergence", "sync_batchnorm", "precision", "compile", "channels_last",
 }
@@ -212,7 +222,7 @@ def validate(config: Config) -> None:
     for key in positive:
         value = getattr(config, key)
         _require(value is None or value >= 1, key, value, "an integer >= 1")
-    for key in ("g_extra_layers", "d_extra_layers", "max_nonfinite_steps"):
+    for key in ("g_extra_layers", "d_extra_layers", "max_nonfinite_steps", "eval_every"):
         value = getattr(config, key)
         _require(value is None or value >= 0, key, value, "an integer >= 0")
     for key in ("lr_g", "lr_d"):
@@ -226,6 +236,8 @@ def validate(config: Config) -> None:
     _require(config.gp_weight >= 0, "gp_weight", config.gp_weight, "a number >= 0")
     _require(config.r1_gamma is None or config.r1_gamma >= 0, "r1_gamma", config.r1_gamma, "a number >= 0")
     _require(config.lr_decay is None or 0 <= config.lr_decay <= 1, "lr_decay", config.lr_decay, "a fraction in [0, 1]")
+    _require(config.eval_n is None or config.eval_n >= 2, "eval_n", config.eval_n, "an integer >= 2")
+    _require(config.best_metric in (None, *BEST_METRICS), "best_metric", config.best_metric, "one of " + ", ".join(BEST_METRICS))
     device = config.device
     _require(device in ("auto", "cpu", "cuda", "mps") or device.startswith("cuda:"), "device", device, "auto, cpu, cuda, cuda:N or mps")
     _require(bool(config.data.strip()), "data", config.data, "a dataset name or path")
@@ -244,7 +256,8 @@ def preset_name(config: Config, kind: str, sample_shape: tuple[int, ...]) -> str
 def resolve(config: Config, kind: str, sample_shape: tuple[int, ...], run_name: str) -> Config:
     """Fills every auto (None) field from the preset for this data; returns a new Config.
 
-    Only `image_size` and `channels` stay None, for vector data, where they do not apply.
+    Only `image_size` and `channels` stay None, for vector data, where they do not apply, and
+    `eval_n`, which the evaluation picks from the size of the reference data.
     """
     preset = PRESETS[preset_name(config, kind, sample_shape)]
     values = dataclasses.asdict(config)
@@ -266,6 +279,9 @@ def resolve(config: Config, kind: str, sample_shape: tuple[int, ...], run_name: 
         values["out"] = str(Path("runs") / run_name)
     if values["channels_last"] is None:
         values["channels_last"] = values["arch"] == "conv"
+    if values["best_metric"] is None:
+        mixture, stacked = preset_name(config, kind, sample_shape) in ("ring8", "grid25"), config.data.startswith("stackedmnist:")
+        values["best_metric"] = "reverse_kl" if mixture else "kl" if stacked else "fd"
     if values["checkpoint_every"] > values["steps"]:
         values["checkpoint_every"] = values["steps"]
     resolved = Config(**values)

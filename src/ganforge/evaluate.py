@@ -85,6 +85,16 @@ def default_metrics(kind: str) -> tuple[str, ...]:
     return FEATURE_METRICS
 
 
+def reported_metrics(kind: str) -> tuple[str, ...]:
+    """The names of the numbers `evaluate` reports by default for a domain (e.g. fd, kid_mean, reverse_kl)."""
+    names = {
+        "fd": ("fd",), "kid": ("kid_mean", "kid_std"), "precision_recall": ("precision", "recall"),
+        "density_coverage": ("density", "coverage"), "classes": ("classes_covered", "class_kl", "classifier_score"),
+        "modes": ("modes", "hq_percent", "reverse_kl") if kind == "mixture" else ("modes", "kl"),
+    }
+    return tuple(name for metric in default_metrics(kind) for name in names[metric])
+
+
 @dataclass
 class Extractor:
     """A feature extractor and the name its cached real-data features are filed under."""
@@ -357,3 +367,25 @@ def evaluate_run(
     with open(run_dir / EVAL_HISTORY, "a", encoding="utf-8") as history:
         history.write(json.dumps(record) + "\n")
     return record
+
+
+class TrainingEvaluation:
+    """`evaluate` for a training loop: the run's reference data loaded once, its settings fixed.
+
+    The reference is loaded on the CPU, apart from the training set (MNIST runs are judged
+    on the test images, as `ganforge eval` does); real-data features are cached as for
+    `ganforge eval`.
+    """
+
+    def __init__(self, config, device: torch.device | str = "cpu") -> None:
+        from dataclasses import asdict
+
+        self.n, self.seed, self.metric, self.device = config.eval_n, config.seed, config.best_metric, device
+        self.real = reference_dataset(asdict(config))
+        reported = reported_metrics(domain(self.real))
+        if self.metric not in reported:
+            raise GanforgeError(f"best_metric={self.metric!r} is not measured on data={config.data!r}: expected one of {', '.join(reported)}")
+
+    def __call__(self, generator) -> dict:
+        """The metrics of `generator` (a `SampleableGenerator`), including `best_metric`'s value."""
+        return evaluate(generator, self.real, n=self.n, seed=self.seed, cache=cache_dir(), device=self.device)["metrics"]

@@ -14,7 +14,7 @@ from ganforge.errors import GanforgeError
 
 CONFIG, METRICS = "config.json", "metrics.jsonl"
 # Temporary files of checkpoint.atomic_write for the files a run writes.
-LEFTOVER = re.compile(r"^\.(config\.json|metrics\.jsonl|generator\.(safetensors|json)|checkpoint-\d{8}\.pt|[\w.-]+\.png)(\.\w+)?\.tmp$")
+LEFTOVER = re.compile(r"^\.(config\.json|metrics\.jsonl|generator\.(safetensors|json)|checkpoint-\d{8}\.pt|best\.pt|[\w.-]+\.png)(\.\w+)?\.tmp$")
 
 
 def archive(run_dir: Path) -> Path:

@@ -20,6 +20,7 @@ from ganforge.checkpoint import latest_checkpoint
 from ganforge.config import Config, resolve
 from ganforge.data import load_dataset
 from ganforge.errors import DistributedFailure, GanforgeError, TrainingDiverged
+from ganforge.evaluate import TrainingEvaluation
 from ganforge.trainer import Trainer, pick_device
 
 MAX_ROLLBACKS = 3
@@ -106,6 +107,7 @@ def _train(config: Config, new: bool, progress: bool, say, device: torch.device 
     device = device or pick_device(config.device)
     # Everything that can still refuse the config is built before the run folder is touched.
     trainer = Trainer(config, dataset, device, say)
+    evaluation = TrainingEvaluation(config, device) if config.eval_every and distributed.is_main() else None
     run_dir = Path(config.out)
     extra = {"world_size": distributed.world_size(), "batch_per_process": trainer.local_batch}
     state = _prepare_everywhere(run_dir, config, new, say, extra)
@@ -132,6 +134,7 @@ def _train(config: Config, new: bool, progress: bool, say, device: torch.device 
     trainer.generator.train()
     trainer.discriminator.train()
     interrupted = False
+    losses_note, eval_note = "", ""  # the latest log interval and evaluation, for the progress line
     try:
         with _StopRequest() as stop:
             while trainer.step < config.steps:
@@ -176,11 +179,18 @@ def _train(config: Config, new: bool, progress: bool, say, device: torch.device 
                         metrics_file.flush()
                     bar.update(step - bar.n)
                     if count:
-                        bar.set_postfix_str(f"d_loss {d_loss:.3f} g_loss {g_loss:.3f} D(x) {d_real:.3f} D(G(z)) {d_fake:.3f}")
+                        losses_note = f"d_loss {d_loss:.3f} g_loss {g_loss:.3f} D(x) {d_real:.3f} D(G(z)) {d_fake:.3f}"
+                        bar.set_postfix_str(losses_note + eval_note)
                     tally.reset()
                     interval_start, interval_step = now, step
                 if step % config.sample_every == 0 and main:
                     trainer.save_picture(trainer.sampling_generator(), run_dir / "samples" / f"step_{step:08d}.png")
+                if evaluation is not None and (step % config.eval_every == 0 or step == config.steps):
+                    scores = trainer.evaluate(evaluation, run_dir)
+                    metrics_file.write(json.dumps({"step": step, "eval": scores}) + "\n")
+                    metrics_file.flush()
+                    eval_note = f" {config.best_metric} {scores[config.best_metric]:.4g} (best {trainer.best['value']:.4g})"
+                    bar.set_postfix_str(losses_note + eval_note)
                 if interrupted or (step % config.checkpoint_every == 0 and step != config.steps):
                     trainer.seconds = time.perf_counter() - started
                     trainer.save(run_dir)

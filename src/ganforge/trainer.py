@@ -19,19 +19,21 @@ import torch
 from torch import Tensor, nn
 
 from ganforge import distributed
-from ganforge.checkpoint import save_checkpoint
+from ganforge.checkpoint import save_checkpoint, write_checkpoint
 from ganforge.config import Config
 from ganforge.data import BatchSampler, Dataset
 from ganforge.data.dataset import to_data_space
 from ganforge.ema import EMA, recalibrate_batchnorm
 from ganforge.errors import GanforgeError, TrainingDiverged
-from ganforge.export import export_generator
+from ganforge.evaluate import TrainingEvaluation, is_better
+from ganforge.export import SampleableGenerator, export_generator
 from ganforge.losses import get_loss
 from ganforge.nets import ConvDiscriminator, ConvGenerator, MLPDiscriminator, MLPGenerator, build_network, init_weights
 from ganforge.noise import NoiseSampler
 from ganforge.plots import save_samples
 from ganforge.steps import FP32, discriminator_step, frozen, generator_step
 
+BEST = "best"  # RUN/best holds the best generator's export, checkpoints/best.pt its full state
 SAMPLE_SEED_OFFSET = 7919  # fixed noise for sample images, apart from the training noise
 
 
@@ -195,6 +197,7 @@ class Trainer:
             self.d_run = compiled(self.d_train, mode, self._discriminator_trial, say)
             self.d_frozen = self.d_run if self.d_train is self.discriminator else compiled(self.discriminator, mode, self._discriminator_trial, say)
         self.step, self.seconds = 0, 0.0
+        self.best: dict | None = None  # the best evaluation so far: {"metric", "value", "step"}
         self.skipped = torch.zeros((), dtype=torch.long, device=device)  # steps skipped for NaN/Inf, on the device
 
     @property
@@ -227,6 +230,7 @@ class Trainer:
             "step": self.step,
             "seconds": self.seconds,
             "skipped_steps": self.skipped_steps,
+            "best": self.best,
             "config": dataclasses.asdict(self.config),
             "generator": self.generator.state_dict(),
             "discriminator": self.discriminator.state_dict(),
@@ -241,6 +245,8 @@ class Trainer:
     def load_state_dict(self, state: dict, say=print) -> None:
         self.step, self.seconds = state["step"], state["seconds"]
         self.skipped.fill_(state["skipped_steps"])
+        best = state.get("best")  # a best by another metric (best_metric changed) does not count
+        self.best = best if best and best["metric"] == self.config.best_metric else None
         self.generator.load_state_dict(state["generator"])
         self.discriminator.load_state_dict(state["discriminator"])
         self.g_optimizer.load_state_dict(state["g_optimizer"])
@@ -292,7 +298,13 @@ class Trainer:
         if not distributed.is_main():
             return None
         net = self.sampling_generator()
-        spec = {
+        export_generator(run_dir, net, self.generator_spec(net))
+        save_checkpoint(run_dir, self.state_dict(), keep=self.config.keep_checkpoints)
+        return net
+
+    def generator_spec(self, net: nn.Module) -> dict:
+        """What rebuilds `net` as a sampler without the training code (see `export.load_generator`)."""
+        return {
             "class": type(net).__name__,
             "config": getattr(net, "config", {}),
             "noise": {"latent_dim": self.config.latent_dim, "distribution": self.config.noise},
@@ -300,9 +312,20 @@ class Trainer:
             "sample_shape": list(self.dataset.sample_shape),
             "step": self.step,
         }
-        export_generator(run_dir, net, spec)
-        save_checkpoint(run_dir, self.state_dict(), keep=self.config.keep_checkpoints)
-        return net
+
+    def evaluate(self, evaluation: TrainingEvaluation, run_dir: Path) -> dict:
+        """Scores the sampling generator; a new best by `best_metric` is exported to RUN/best and saved as checkpoints/best.pt.
+
+        Main process only. Returns the metrics.
+        """
+        net = self.sampling_generator()
+        metrics = evaluation(SampleableGenerator(net, self.generator_spec(net)))
+        value = float(metrics[evaluation.metric])
+        if is_better(evaluation.metric, value, self.best["value"] if self.best else None):
+            self.best = {"metric": evaluation.metric, "value": value, "step": self.step}
+            export_generator(run_dir / BEST, net, self.generator_spec(net))
+            write_checkpoint(run_dir / "checkpoints" / f"{BEST}.pt", self.state_dict())
+        return metrics
 
     def save_picture(self, net: nn.Module, path: Path) -> None:
         """Sample grid (images) or scatter plot (2D data) from fixed noise, so pictures compare across steps."""
