@@ -198,3 +198,14 @@ def test_every_field_has_a_command_line_flag_and_help():
     from ganforge.cli import KEY_HELP
 
     assert set(KEY_HELP) == set(field_names())
+
+
+@pytest.mark.parametrize(
+    ("spec", "name"),
+    [("digits", "digits"), ("mnist:data/mnist", "mnist"), ("stackedmnist:data/mnist", "stackedmnist"), ("photos/cats", "cats"),
+     ("table.csv", "table")],
+)
+def test_default_run_folder_is_named_after_the_data(spec, name):
+    from ganforge.train import run_name
+
+    assert run_name(spec) == name

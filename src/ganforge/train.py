@@ -27,8 +27,10 @@ MAX_ROLLBACKS = 3
 
 
 def run_name(spec: str) -> str:
-    if spec.startswith("mnist:"):
-        return "mnist"
+    """The default run folder's name for a data spec: runs/<name>."""
+    for prefix in ("mnist", "stackedmnist"):
+        if spec.startswith(prefix + ":"):
+            return prefix
     return Path(spec).stem if ("/" in spec or "." in spec) else spec
 
 
