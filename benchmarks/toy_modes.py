@@ -9,6 +9,7 @@ error over the seeds as a Markdown table beside the published rows of PacGAN's T
 
     python benchmarks/toy_modes.py                      # 10 seeds of both mixtures
     python benchmarks/toy_modes.py --seeds 0 1 --datasets ring8 --json ring8.json
+    python benchmarks/toy_modes.py --jobs 2             # two runs at once, one CPU thread each
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
 import platform
 import sys
 import tempfile
@@ -44,15 +46,22 @@ PUBLISHED = {
 }
 
 
-def run_one(dataset: str, seed: int, workdir: Path) -> dict:
-    """Trains one default run and scores 2,500 samples of its exported generator."""
+def run_one(dataset: str, seed: int, workdir: Path, threads: int | None = None) -> dict:
+    """Trains one default run and scores 2,500 samples of its exported generator (`threads`: torch's CPU threads)."""
+    if threads:
+        torch.set_num_threads(threads)
     config = make_config({"data": dataset, "seed": seed, "out": str(workdir / f"{dataset}-{seed}")})
     start = time.perf_counter()
     run_dir = train(config, new=True, progress=False, say=lambda *_: None)
     seconds = time.perf_counter() - start
     samples = ganforge.load_generator(run_dir).sample(SAMPLES, seed=SAMPLE_SEED_OFFSET + seed)
     modes, std = mixture_modes(dataset)
-    return {"dataset": dataset, "seed": seed, **mixture_mode_stats(samples, modes, std), "seconds": seconds}
+    stats = mixture_mode_stats(samples, modes, std)
+    return {"dataset": dataset, "seed": seed, **stats, "seconds": seconds, "threads": torch.get_num_threads()}
+
+
+def _run_job(job: tuple) -> dict:
+    return run_one(*job)
 
 
 def mean_se(values: list[float]) -> tuple[float, float]:
@@ -98,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)), help="training seeds (default: 0 to 9)")
     parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS), help="mixtures to train (default: both)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once, each with one CPU thread (default 1: one run, all threads)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also save every run's numbers and the summary as JSON")
     args = parser.parse_args(argv)
 
@@ -106,15 +116,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{dataset} preset: {json.dumps(PRESETS[dataset])}")
     runs = []
     with tempfile.TemporaryDirectory(prefix="toy_modes-") as tmp:
-        for dataset in args.datasets:
-            for seed in args.seeds:
-                result = run_one(dataset, seed, Path(tmp))
-                runs.append(result)
-                print(
-                    f"{dataset} seed {seed}: {result['modes']} modes, {result['hq_percent']:.1f} % HQ, "
-                    f"reverse KL {result['reverse_kl']:.4f}, {result['seconds']:.1f} s",
-                    flush=True,
-                )
+        jobs = [(dataset, seed, Path(tmp), 1 if args.jobs > 1 else None) for dataset in args.datasets for seed in args.seeds]
+        pool = multiprocessing.get_context("spawn").Pool(args.jobs) if args.jobs > 1 else None
+        for result in pool.imap(_run_job, jobs) if pool else map(_run_job, jobs):
+            runs.append(result)
+            print(
+                f"{result['dataset']} seed {result['seed']}: {result['modes']} modes, {result['hq_percent']:.1f} % HQ, "
+                f"reverse KL {result['reverse_kl']:.4f}, {result['seconds']:.1f} s ({result['threads']} threads)",
+                flush=True,
+            )
+        if pool:
+            pool.close()
     summary = summarise(runs, args.datasets)
     print()
     print(markdown_table(summary, args.datasets, len(args.seeds)))

@@ -32,10 +32,11 @@ PRESETS: dict[str, dict] = {
         steps=10_000, batch_size=64, lr_g=2e-4, lr_d=2e-4, lr_decay=0.0, beta1=0.5, beta2=0.999, ema_decay=0.999,
         log_every=100, sample_every=1_000, checkpoint_every=2_000,
     ),
-    # scikit-learn's 8x8 digits: a slim DCGAN pair (2x2 -> 4x4 -> 8x8), a few minutes of CPU at most.
+    # scikit-learn's 8x8 digits, the default job: a slim DCGAN pair (2x2 -> 4x4 -> 8x8); 10,000 steps take
+    # about 2 minutes on 2 CPU cores (5,000 gave visibly rougher digits: FD 2.0 vs 1.3 at 12,000, digits8 features).
     "digits": dict(
         arch="conv", latent_dim=32, g_width=32, d_width=32, g_extra_layers=0, d_extra_layers=0, g_depth=3, d_depth=3,
-        g_norm="batch", d_norm="batch", r1_gamma=0.0, steps=5_000, batch_size=64, lr_g=2e-4, lr_d=2e-4, lr_decay=0.0,
+        g_norm="batch", d_norm="batch", r1_gamma=0.0, steps=10_000, batch_size=64, lr_g=2e-4, lr_d=2e-4, lr_decay=0.0,
         beta1=0.5, beta2=0.999, ema_decay=0.999, log_every=100, sample_every=1_000, checkpoint_every=1_000,
     ),
 }
