@@ -1,4 +1,5 @@
-"""The learning-rate schedule: constant, then a linear fall over the final `lr_decay` fraction."""
+"""Schedules inside a run: the learning rates (constant, then a linear fall over the final
+`lr_decay` fraction) and lazy R1 (the penalty every `r1_every` discriminator steps)."""
 
 from __future__ import annotations
 
@@ -72,3 +73,28 @@ def test_a_decaying_run_restored_mid_decay_continues_exactly(tmp_path):
     assert second.g_optimizer.param_groups[0]["lr"] == straight.g_optimizer.param_groups[0]["lr"] < config.lr_g / 4
     for a, b in zip(straight.generator.state_dict().values(), second.generator.state_dict().values()):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(("r1_every", "d_steps"), [(1, 1), (3, 1), (4, 2)])
+def test_lazy_r1_applies_the_penalty_every_nth_discriminator_step_n_times_as_strong(tmp_path, monkeypatch, r1_every, d_steps):
+    import ganforge.trainer as trainer_module
+
+    torch.set_num_threads(1)
+    dataset = load_dataset("ring8")
+    config = resolve(
+        make_config({"data": "ring8", "out": str(tmp_path), "steps": 12, "r1_gamma": 0.5, "r1_every": r1_every,
+                     "d_steps_per_g_step": d_steps, "batch_size": 8, "g_width": 4, "d_width": 4}),
+        dataset.kind, dataset.sample_shape, "ring8",
+    )
+    trainer = Trainer(config, dataset, torch.device("cpu"), say=lambda *_: None)
+    weights = []
+    real_step = trainer_module.discriminator_step
+
+    def spy(*args, **kwargs):
+        weights.append(args[7])  # r1_gamma, after gp_weight
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "discriminator_step", spy)
+    for _ in range(6):
+        trainer.iteration(skip_nonfinite=False)
+    assert weights == [0.5 * r1_every if i % r1_every == 0 else 0.0 for i in range(6 * d_steps)]

@@ -35,6 +35,7 @@ KEY_HELP = {
     "loss": "minimax, nonsaturating (default), wasserstein, hinge or least_squares",
     "gp_weight": "WGAN-GP gradient penalty weight (default 0: off)",
     "r1_gamma": "R1 penalty on real data, weighted gamma/2 (auto: 0.1 for ring8, 1 for grid25, else 0: off)",
+    "r1_every": "lazy R1: apply the penalty on every Nth discriminator step, N times as strong (auto: 8 for the 2D mixtures, else 1)",
     "steps": "generator steps to train for",
     "batch_size": "samples per batch (real and generated)",
     "d_steps_per_g_step": "discriminator steps per generator step (default 1)",

@@ -45,6 +45,7 @@ class Config:
     loss: str = "nonsaturating"  # minimax | nonsaturating | wasserstein | hinge | least_squares
     gp_weight: float = 0.0  # WGAN-GP gradient penalty weight
     r1_gamma: float | None = None  # R1 penalty on real data, weighted gamma / 2 (auto: on for the 2D mixtures)
+    r1_every: int | None = None  # lazy R1: the penalty on every Nth discriminator step, weighted N times
     steps: int | None = None  # generator steps
     batch_size: int | None = None
     d_steps_per_g_step: int = 1
@@ -217,7 +218,7 @@ def validate(config: Config) -> None:
     for key, options in CHOICES.items():
         value = getattr(config, key)
         _require(value is None or value in options, key, value, "one of " + ", ".join(map(str, options)))
-    positive = ("image_size", "latent_dim", "g_width", "d_width", "g_depth", "d_depth", "pack", "steps",
+    positive = ("image_size", "latent_dim", "r1_every", "g_width", "d_width", "g_depth", "d_depth", "pack", "steps",
                 "batch_size", "d_steps_per_g_step", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints")
     for key in positive:
         value = getattr(config, key)

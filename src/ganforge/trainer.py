@@ -352,11 +352,13 @@ class Trainer:
             for group in optimizer.param_groups:
                 group["lr"] = lr * factor
         applied = None
-        for _ in range(config.d_steps_per_g_step):
+        for d_step in range(self.step * config.d_steps_per_g_step, (self.step + 1) * config.d_steps_per_g_step):
+            # Lazy R1: every r1_every-th discriminator step, r1_every times as strong.
+            r1_gamma = config.r1_gamma * config.r1_every if d_step % config.r1_every == 0 else 0.0
             real = data.to_model_space(data.samples[distributed.shard(self.sampler.next())])
             d_out = discriminator_step(
                 self.g_frozen, self.d_run, self.d_optimizer, self.loss, self.local_noise, real,
-                config.gp_weight, config.r1_gamma, skip_nonfinite, speed.autocast, speed.d_scaler, self.d_train,
+                config.gp_weight, r1_gamma, skip_nonfinite, speed.autocast, speed.d_scaler, self.d_train,
             )
             applied = _both(applied, d_out.applied)
         g_out = generator_step(
