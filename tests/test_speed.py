@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -23,6 +25,19 @@ from ganforge.steps import discriminator_step, generator_step
 from ganforge.trainer import Trainer, pick_device
 
 TINY = {"device": "cpu", "batch_size": 16, "g_width": 4, "d_width": 4, "ema_decay": 0.9}
+
+
+@contextmanager
+def no_host_reads() -> Iterator[None]:
+    """Within the block, reading a tensor's value on the host (bool, .item(), .tolist()) fails the test."""
+
+    def no_host_read(*args):
+        raise AssertionError("a device value was read on the host")
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("__bool__", "item", "tolist"):
+            patch.setattr(torch.Tensor, name, no_host_read)
+        yield
 
 
 def make_trainer(data: str = "digits", messages: list | None = None, **overrides) -> Trainer:
@@ -168,7 +183,7 @@ class Faulty(nn.Module):
 
 
 @pytest.mark.parametrize("which", ["generator", "discriminator"])
-def test_fused_adam_skips_a_non_finite_step_on_the_device_without_reading_it(which, monkeypatch):
+def test_fused_adam_skips_a_non_finite_step_on_the_device_without_reading_it(which):
     """With a fused optimizer the guard never reads a value on the host, and the skipped step leaves
     parameters, BatchNorm statistics and optimizer state (moments, step counts) bit-identical."""
     torch.manual_seed(0)
@@ -186,12 +201,7 @@ def test_fused_adam_skips_a_non_finite_step_on_the_device_without_reading_it(whi
     before = copy.deepcopy((trained.state_dict(), optimizer.state_dict()))
     trained.fault = True
 
-    def no_host_read(*args):
-        raise AssertionError("the step read a device value on the host")
-
-    with monkeypatch.context() as patch:
-        for name in ("__bool__", "item", "tolist"):
-            patch.setattr(torch.Tensor, name, no_host_read)
+    with no_host_reads():
         result = step()
     assert isinstance(result.applied, torch.Tensor) and result.stepped is False
     after = (trained.state_dict(), optimizer.state_dict())
@@ -205,18 +215,8 @@ def test_fused_adam_skips_a_non_finite_step_on_the_device_without_reading_it(whi
 def test_an_iteration_never_reads_the_device():
     trainer = make_trainer()
     run(trainer, 1)
-    original = torch.Tensor.__bool__
-
-    def no_host_read(*args):
-        raise AssertionError("the iteration read a device value on the host")
-
-    try:
-        torch.Tensor.__bool__ = no_host_read
-        torch.Tensor.item = no_host_read
+    with no_host_reads():
         scalars, applied = trainer.iteration(skip_nonfinite=True)
-    finally:
-        torch.Tensor.__bool__ = original
-        del torch.Tensor.item
     assert applied is not None and bool(applied) and torch.isfinite(scalars).all()
 
 
@@ -332,18 +332,8 @@ def test_bf16_channels_last_fused_adam_on_cuda_stays_finite_and_never_reads_the_
     assert trainer.speed.fused_adam and trainer.g_optimizer.defaults["fused"]
     run(trainer, 2)
     torch.cuda.synchronize()
-    original = torch.Tensor.__bool__
-
-    def no_host_read(*args):
-        raise AssertionError("the iteration read a device value on the host")
-
-    try:
-        torch.Tensor.__bool__ = no_host_read
-        torch.Tensor.item = no_host_read
+    with no_host_reads():
         scalars, applied = trainer.iteration(skip_nonfinite=True)
-    finally:
-        torch.Tensor.__bool__ = original
-        del torch.Tensor.item
     assert bool(applied) and torch.isfinite(scalars).all()
 
 
