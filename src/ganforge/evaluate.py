@@ -23,7 +23,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -378,8 +378,6 @@ class TrainingEvaluation:
     """
 
     def __init__(self, config, device: torch.device | str = "cpu") -> None:
-        from dataclasses import asdict
-
         self.n, self.seed, self.metric, self.device = config.eval_n, config.seed, config.best_metric, device
         self.real = reference_dataset(asdict(config))
         reported = reported_metrics(domain(self.real))

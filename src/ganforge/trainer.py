@@ -319,11 +319,12 @@ class Trainer:
         Main process only. Returns the metrics.
         """
         net = self.sampling_generator()
-        metrics = evaluation(SampleableGenerator(net, self.generator_spec(net)))
+        spec = self.generator_spec(net)
+        metrics = evaluation(SampleableGenerator(net, spec))
         value = float(metrics[evaluation.metric])
         if is_better(evaluation.metric, value, self.best["value"] if self.best else None):
             self.best = {"metric": evaluation.metric, "value": value, "step": self.step}
-            export_generator(run_dir / BEST, net, self.generator_spec(net))
+            export_generator(run_dir / BEST, net, spec)
             write_checkpoint(run_dir / "checkpoints" / f"{BEST}.pt", self.state_dict())
         return metrics
 
