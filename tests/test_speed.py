@@ -68,6 +68,7 @@ def weights(trainer: Trainer) -> dict[str, torch.Tensor]:
         ("precision", "fp8", "precision='fp8' is invalid: expected one of fp32, bf16, fp16"),
         ("compile", "fast", "compile='fast' is invalid: expected one of off, on, graphs"),
         ("channels_last", "maybe", "channels_last='maybe' is invalid: expected true or false"),
+        ("threads", "0", "threads=0 is invalid: expected an integer >= 1"),
     ],
 )
 def test_bad_speed_values_are_one_clear_line(key, value, expected):
@@ -91,6 +92,37 @@ def test_speed_settings_may_change_on_resume_and_channels_last_defaults_to_conv(
     assert conv.channels_last is True and mlp.channels_last is False
     saved = dataclasses.asdict(conv)
     assert diff(saved, dataclasses.replace(conv, precision="bf16", compile="on", channels_last=False)) == []
+
+
+def test_threads_auto_gives_small_mlps_one_cpu_thread_and_leaves_the_rest(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    cpu = torch.device("cpu")
+    ring = resolve(make_config({"data": "ring8"}), "vectors", (2,), "ring8")
+    digits = resolve(make_config({"data": "digits"}), "images", (1, 8, 8), "digits")
+    wide = dataclasses.replace(ring, d_width=trainer_module.ONE_THREAD_MLP_WIDTH + 1)
+    assert trainer_module.cpu_threads(ring, cpu) == 1
+    assert trainer_module.cpu_threads(ring, torch.device("cuda")) is None
+    assert trainer_module.cpu_threads(digits, cpu) is None and trainer_module.cpu_threads(wide, cpu) is None
+    assert trainer_module.cpu_threads(dataclasses.replace(digits, threads=3), cpu) == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's (or torchrun's) choice stands
+    assert trainer_module.cpu_threads(ring, cpu) is None
+    assert diff(dataclasses.asdict(ring), dataclasses.replace(ring, threads=2)) == []
+
+
+def test_a_run_sets_its_threads_only_while_it_trains(cli, tmp_path, monkeypatch):
+    seen = []
+    iteration = Trainer.iteration
+
+    def spy(self, skip_nonfinite):
+        seen.append(torch.get_num_threads())
+        return iteration(self, skip_nonfinite)
+
+    monkeypatch.setattr(Trainer, "iteration", spy)
+    before = torch.get_num_threads()
+    want = 1 if before > 1 else 2
+    args = ["train", "--data", "ring8", "--steps", "3", "--out", tmp_path / "run", "--device", "cpu", "g_width=4", "d_width=4"]
+    assert cli(*args, f"threads={want}").code == 0
+    assert set(seen) == {want} and torch.get_num_threads() == before
 
 
 def test_fp16_refused_where_autocast_cannot_run():

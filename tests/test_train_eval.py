@@ -37,6 +37,29 @@ def test_eval_every_logs_metrics_and_keeps_the_best_generator(cli, tmp_path):
     assert load_checkpoint(run / "checkpoints" / "checkpoint-00000010.pt")["best"] == state["best"]
 
 
+def test_evaluation_time_is_left_out_of_the_training_time(cli, tmp_path, monkeypatch):
+    import time
+
+    from ganforge.evaluate import TrainingEvaluation
+
+    score = TrainingEvaluation.__call__
+
+    def slow_score(self, generator):
+        time.sleep(1.0)
+        return score(self, generator)
+
+    monkeypatch.setattr(TrainingEvaluation, "__call__", slow_score)
+    run = tmp_path / "run"
+    assert cli(*ring8_args(run, 10), "eval_every=5", "eval_n=300").code == 0
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    evals = [e for e in lines if "eval" in e]
+    assert [e["step"] for e in evals] == [5, 10] and all(e["eval_seconds"] >= 1.0 for e in evals)
+    # 10 tiny steps take well under the 2 s spent evaluating, which is not counted.
+    seconds = [e["seconds"] for e in lines]
+    assert seconds == sorted(seconds) and seconds[-1] < 1.0
+    assert load_checkpoint(run / "checkpoints" / "checkpoint-00000010.pt")["seconds"] < 1.0
+
+
 def test_a_resumed_run_keeps_its_best_across_the_restart(cli, tmp_path):
     run = tmp_path / "run"
     common = ["eval_every=5", "eval_n=300", "best_metric=hq_percent"]

@@ -62,6 +62,7 @@ class Config:
     precision: str = "fp32"  # fp32 | bf16 | fp16: autocast for the networks; losses and penalties stay fp32
     compile: str = "off"  # off | on | graphs: torch.compile each network (graphs: also CUDA graphs); eager where it fails
     channels_last: bool | None = None  # conv nets: NHWC memory layout (auto: on for conv nets)
+    threads: int | None = None  # torch's CPU threads (auto: OMP_NUM_THREADS if set, else 1 for MLPs up to 256 wide, else one per core)
     # Divergence guard
     max_nonfinite_steps: int = 20  # consecutive NaN/Inf steps (skipped) before `on_divergence`; 0: no guard
     on_divergence: str = "stop"  # stop | rollback (to the last checkpoint, with fresh noise and batches)
@@ -89,17 +90,18 @@ CHOICES = {
     "precision": ("fp32", "bf16", "fp16"),
     "compile": ("off", "on", "graphs"),
 }
-# Keys a resumed run may change: they steer the run, not what it computes. Precision, compile
-# and memory layout change only rounding, like a move to another device.
 # Metrics an evaluation reports, any of which can pick the best checkpoint.
 BEST_METRICS = (
     "fd", "kid_mean", "precision", "recall", "density", "coverage", "classes_covered", "class_kl", "classifier_score",
     "modes", "hq_percent", "reverse_kl", "kl",
 )
+# Keys a resumed run may change: they steer the run, not what it computes. Precision, compile,
+# memory layout and threads change only rounding, like a move to another device.
 RESUMABLE_CHANGES = {
     "eval_every", "eval_n",
     "steps", "device", "out", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints",
     "max_nonfinite_steps", "on_divergence", "sync_batchnorm", "precision", "compile", "channels_last",
+    "threads",
 }
 
 # Values config.json records beside the config, derived at run time: a config file may
@@ -219,7 +221,8 @@ def validate(config: Config) -> None:
         value = getattr(config, key)
         _require(value is None or value in options, key, value, "one of " + ", ".join(map(str, options)))
     positive = ("image_size", "latent_dim", "r1_every", "g_width", "d_width", "g_depth", "d_depth", "pack", "steps",
-                "batch_size", "d_steps_per_g_step", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints")
+                "batch_size", "d_steps_per_g_step", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints",
+                "threads")
     for key in positive:
         value = getattr(config, key)
         _require(value is None or value >= 1, key, value, "an integer >= 1")

@@ -21,7 +21,7 @@ from ganforge.config import Config, resolve
 from ganforge.data import load_dataset
 from ganforge.errors import DistributedFailure, GanforgeError, TrainingDiverged
 from ganforge.evaluate import TrainingEvaluation
-from ganforge.trainer import Trainer, pick_device
+from ganforge.trainer import Trainer, cpu_threads, pick_device, torch_threads
 
 MAX_ROLLBACKS = 3
 
@@ -107,6 +107,11 @@ def _train(config: Config, new: bool, progress: bool, say, device: torch.device 
         say(f"warning: skipped {len(skipped_files)} unreadable image file(s) (on_bad_image=skip), e.g. {skipped_files[0]}")
     config = resolve(config, dataset.kind, dataset.sample_shape, run_name(config.data))
     device = device or pick_device(config.device)
+    with torch_threads(cpu_threads(config, device)):
+        return _run(config, dataset, device, new, progress, say)
+
+
+def _run(config: Config, dataset, device: torch.device, new: bool, progress: bool, say) -> Path:
     # Everything that can still refuse the config is built before the run folder is touched.
     trainer = Trainer(config, dataset, device, say)
     evaluation = TrainingEvaluation(config, device) if config.eval_every and distributed.is_main() else None
@@ -188,8 +193,15 @@ def _train(config: Config, new: bool, progress: bool, say, device: torch.device 
                 if step % config.sample_every == 0 and main:
                     trainer.save_picture(trainer.sampling_generator(), run_dir / "samples" / f"step_{step:08d}.png")
                 if evaluation is not None and (step % config.eval_every == 0 or step == config.steps):
+                    eval_start = time.perf_counter()
+                    trained_seconds = eval_start - started
                     scores = trainer.evaluate(evaluation, run_dir)
-                    metrics_file.write(json.dumps({"step": step, "eval": scores}) + "\n")
+                    # Training time leaves evaluation out, so `seconds` and steps/s mean the same with or without it.
+                    eval_seconds = time.perf_counter() - eval_start
+                    started += eval_seconds
+                    interval_start += eval_seconds
+                    record = {"step": step, "seconds": round(trained_seconds, 3), "eval_seconds": round(eval_seconds, 3), "eval": scores}
+                    metrics_file.write(json.dumps(record) + "\n")
                     metrics_file.flush()
                     eval_note = f" {config.best_metric} {scores[config.best_metric]:.4g} (best {trainer.best['value']:.4g})"
                     bar.set_postfix_str(losses_note + eval_note)
