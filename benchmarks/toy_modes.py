@@ -10,6 +10,7 @@ error over the seeds as a Markdown table beside the published rows of PacGAN's T
     python benchmarks/toy_modes.py                      # 10 seeds of both mixtures
     python benchmarks/toy_modes.py --seeds 0 1 --datasets ring8 --json ring8.json
     python benchmarks/toy_modes.py --jobs 2             # two runs at once, one CPU thread each
+    python benchmarks/toy_modes.py --datasets grid25 --set r1_gamma=0.3   # a study off the defaults
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 import torch
 
 import ganforge
-from ganforge.config import make_config
+from ganforge.config import make_config, parse_overrides
 from ganforge.data.toy import mixture_modes
 from ganforge.metrics import mixture_mode_stats
 from ganforge.presets import PRESETS
@@ -46,11 +47,14 @@ PUBLISHED = {
 }
 
 
-def run_one(dataset: str, seed: int, workdir: Path, threads: int | None = None) -> dict:
-    """Trains one default run and scores 2,500 samples of its exported generator (`threads`: torch's CPU threads)."""
+def run_one(dataset: str, seed: int, workdir: Path, threads: int | None = None, settings: dict | None = None) -> dict:
+    """Trains one run (the defaults, plus `settings`) and scores 2,500 samples of its exported generator.
+
+    `threads`: torch's CPU threads for this run (None: torch's default).
+    """
     if threads:
         torch.set_num_threads(threads)
-    config = make_config({"data": dataset, "seed": seed, "out": str(workdir / f"{dataset}-{seed}")})
+    config = make_config({**(settings or {}), "data": dataset, "seed": seed, "out": str(workdir / f"{dataset}-{seed}")})
     start = time.perf_counter()
     run_dir = train(config, new=True, progress=False, say=lambda *_: None)
     seconds = time.perf_counter() - start
@@ -82,14 +86,15 @@ def _cell(mean: float, se: float, digits: int) -> str:
     return f"{mean:.{digits}f}" if math.isnan(se) else f"{mean:.{digits}f} ± {se:.{digits}f}"
 
 
-def markdown_table(summary: dict, datasets: list[str], n_seeds: int) -> str:
+def markdown_table(summary: dict, datasets: list[str], n_seeds: int, settings: dict | None = None) -> str:
     """Our row (mean ± s.e.) and the published PacGAN rows, one column group per dataset."""
     label = {"ring8": "2D-ring", "grid25": "2D-grid"}
     header = ["Method"]
     for d in datasets:
         header += [f"{label[d]} modes", f"{label[d]} % HQ", f"{label[d]} reverse KL", f"{label[d]} s/run"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    ours = [f"ganforge defaults ({n_seeds} seeds)"]
+    changed = ", ".join(f"{k}={v}" for k, v in (settings or {}).items())
+    ours = [f"ganforge {'defaults' if not changed else changed} ({n_seeds} seeds)"]
     for d in datasets:
         s = summary[d]
         ours += [_cell(*s["modes"], 1), _cell(*s["hq_percent"], 1), _cell(*s["reverse_kl"], 3), _cell(*s["seconds"], 0)]
@@ -108,15 +113,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)), help="training seeds (default: 0 to 9)")
     parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS), help="mixtures to train (default: both)")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once, each with one CPU thread (default 1: one run, all threads)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="change a default for every run, e.g. --set r1_gamma=0.3")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also save every run's numbers and the summary as JSON")
     args = parser.parse_args(argv)
+    settings = parse_overrides(args.set)
 
     print(f"ganforge {ganforge.__version__}, torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
     for dataset in args.datasets:
         print(f"{dataset} preset: {json.dumps(PRESETS[dataset])}")
+    if settings:
+        print(f"changed for every run: {json.dumps(settings)}")
     runs = []
     with tempfile.TemporaryDirectory(prefix="toy_modes-") as tmp:
-        jobs = [(dataset, seed, Path(tmp), 1 if args.jobs > 1 else None) for dataset in args.datasets for seed in args.seeds]
+        jobs = [(dataset, seed, Path(tmp), 1 if args.jobs > 1 else None, settings) for dataset in args.datasets for seed in args.seeds]
         pool = multiprocessing.get_context("spawn").Pool(args.jobs) if args.jobs > 1 else None
         for result in pool.imap(_run_job, jobs) if pool else map(_run_job, jobs):
             runs.append(result)
@@ -129,12 +138,13 @@ def main(argv: list[str] | None = None) -> int:
             pool.close()
     summary = summarise(runs, args.datasets)
     print()
-    print(markdown_table(summary, args.datasets, len(args.seeds)))
+    print(markdown_table(summary, args.datasets, len(args.seeds), settings))
     if args.json:
         report = {
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
             "presets": {d: PRESETS[d] for d in args.datasets},
+            "changed": settings,
             "samples": SAMPLES,
             "runs": runs,
             "summary": {d: {m: {"mean": v[0], "se": None if math.isnan(v[1]) else v[1]} for m, v in s.items()} for d, s in summary.items()},

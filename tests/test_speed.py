@@ -94,19 +94,13 @@ def test_speed_settings_may_change_on_resume_and_channels_last_defaults_to_conv(
     assert diff(saved, dataclasses.replace(conv, precision="bf16", compile="on", channels_last=False)) == []
 
 
-def test_threads_auto_gives_small_mlps_one_cpu_thread_and_leaves_the_rest(monkeypatch):
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    cpu = torch.device("cpu")
+def test_threads_apply_on_a_cpu_and_may_change_on_resume():
     ring = resolve(make_config({"data": "ring8"}), "vectors", (2,), "ring8")
-    digits = resolve(make_config({"data": "digits"}), "images", (1, 8, 8), "digits")
-    wide = dataclasses.replace(ring, d_width=trainer_module.ONE_THREAD_MLP_WIDTH + 1)
-    assert trainer_module.cpu_threads(ring, cpu) == 1
-    assert trainer_module.cpu_threads(ring, torch.device("cuda")) is None
-    assert trainer_module.cpu_threads(digits, cpu) is None and trainer_module.cpu_threads(wide, cpu) is None
-    assert trainer_module.cpu_threads(dataclasses.replace(digits, threads=3), cpu) == 3
-    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's (or torchrun's) choice stands
-    assert trainer_module.cpu_threads(ring, cpu) is None
-    assert diff(dataclasses.asdict(ring), dataclasses.replace(ring, threads=2)) == []
+    assert ring.threads is None and trainer_module.cpu_threads(ring, torch.device("cpu")) is None
+    two = dataclasses.replace(ring, threads=2)
+    assert trainer_module.cpu_threads(two, torch.device("cpu")) == 2
+    assert trainer_module.cpu_threads(two, torch.device("cuda")) is None
+    assert diff(dataclasses.asdict(ring), two) == []
 
 
 def test_a_run_sets_its_threads_only_while_it_trains(cli, tmp_path, monkeypatch):

@@ -49,7 +49,7 @@ KEY_HELP = {
     "precision": "fp32 (default), bf16 or fp16: autocast for the networks; losses and penalties stay fp32",
     "compile": "off (default), on (torch.compile each network) or graphs (also CUDA graphs); eager where compiling fails",
     "channels_last": "conv nets: NHWC memory layout (auto: on for conv nets)",
-    "threads": "torch's CPU threads (auto: OMP_NUM_THREADS if set, else 1 for MLPs up to 256 wide, which run faster on one, else one per core)",
+    "threads": "torch's CPU threads for the run, e.g. threads=1 for several runs side by side (auto: one per core, or OMP_NUM_THREADS)",
     "device": "auto (default: cuda if available), cpu, cuda or cuda:N",
     "sync_batchnorm": "true: synchronised BatchNorm across GPUs under torchrun (default false: per-process "
     "statistics, averaged across processes before sampling and saving)",

@@ -62,7 +62,7 @@ class Config:
     precision: str = "fp32"  # fp32 | bf16 | fp16: autocast for the networks; losses and penalties stay fp32
     compile: str = "off"  # off | on | graphs: torch.compile each network (graphs: also CUDA graphs); eager where it fails
     channels_last: bool | None = None  # conv nets: NHWC memory layout (auto: on for conv nets)
-    threads: int | None = None  # torch's CPU threads (auto: OMP_NUM_THREADS if set, else 1 for MLPs up to 256 wide, else one per core)
+    threads: int | None = None  # torch's CPU threads for the run (auto: torch's choice, one per core or OMP_NUM_THREADS)
     # Divergence guard
     max_nonfinite_steps: int = 20  # consecutive NaN/Inf steps (skipped) before `on_divergence`; 0: no guard
     on_divergence: str = "stop"  # stop | rollback (to the last checkpoint, with fresh noise and batches)

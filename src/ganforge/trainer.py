@@ -10,7 +10,6 @@ never branch on these.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -113,23 +112,10 @@ def _nothing() -> None:
     pass
 
 
-# Widest MLP for which one CPU thread beats several: the matrix products of such nets are too
-# small to split across cores (benchmarks/throughput.py, 2 cores: see the README).
-ONE_THREAD_MLP_WIDTH = 256
-
-
 def cpu_threads(config: Config, device: torch.device) -> int | None:
-    """torch's intra-op CPU threads for this run, or None to leave torch's setting alone.
-
-    `threads` when set; otherwise, on a CPU and unless OMP_NUM_THREADS says otherwise (torchrun
-    sets it for several processes per machine), one thread for small MLPs.
-    """
-    if config.threads is not None:
-        return config.threads
-    if device.type != "cpu" or os.environ.get("OMP_NUM_THREADS"):
-        return None
-    small_mlp = config.arch == "mlp" and max(config.g_width, config.d_width) <= ONE_THREAD_MLP_WIDTH
-    return 1 if small_mlp else None
+    """torch's intra-op CPU threads for this run: `threads` on a CPU, or None to leave torch's
+    choice (one per core, or OMP_NUM_THREADS, which torchrun sets for several processes per machine)."""
+    return config.threads if device.type == "cpu" else None
 
 
 @contextmanager
