@@ -136,8 +136,8 @@ CASES = [
 def test_resolve_fills_every_auto_value_the_networks_use(layer, kind, shape, name, preset, unused):
     config = resolve(make_config(layer), kind, shape, name)
     values = dataclasses.asdict(config)
-    # eval_n stays auto: the evaluation picks it from the reference data's size.
-    missing = [k for k, v in values.items() if v is None and k not in unused | {"eval_n"}]
+    # eval_n and threads stay auto: the evaluation picks eval_n from the reference data's size, torch the threads.
+    missing = [k for k, v in values.items() if v is None and k not in unused | {"eval_n", "threads"}]
     assert missing == []
     for key, value in PRESETS[preset].items():
         if key != "checkpoint_every":
@@ -150,9 +150,9 @@ def test_resolve_fills_every_auto_value_the_networks_use(layer, kind, shape, nam
 
 @pytest.mark.parametrize(("layer", "kind", "shape", "name", "preset", "unused"), CASES[:1] + CASES[3:4], ids=["ring8", "digits"])
 def test_resolve_fills_every_none(layer, kind, shape, name, preset, unused):
-    """Every key is concrete, except the image keys for vector data, where they do not apply, and eval_n."""
+    """Every key is concrete, except the image keys for vector data, where they do not apply, threads and eval_n."""
     config = resolve(make_config(layer), kind, shape, name)
-    not_applicable = (["image_size", "channels"] if kind == "vectors" else []) + ["eval_n"]
+    not_applicable = (["image_size", "channels"] if kind == "vectors" else []) + ["threads", "eval_n"]
     assert [k for k, v in dataclasses.asdict(config).items() if v is None] == not_applicable
 
 

@@ -260,8 +260,9 @@ def preset_name(config: Config, kind: str, sample_shape: tuple[int, ...]) -> str
 def resolve(config: Config, kind: str, sample_shape: tuple[int, ...], run_name: str) -> Config:
     """Fills every auto (None) field from the preset for this data; returns a new Config.
 
-    Only `image_size` and `channels` stay None, for vector data, where they do not apply, and
-    `eval_n`, which the evaluation picks from the size of the reference data.
+    Only `image_size` and `channels` stay None, for vector data, where they do not apply,
+    `eval_n`, which the evaluation picks from the size of the reference data, and `threads`,
+    left to torch (one per core, or OMP_NUM_THREADS).
     """
     preset = PRESETS[preset_name(config, kind, sample_shape)]
     values = dataclasses.asdict(config)
