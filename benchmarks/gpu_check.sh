@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks ganforge on a CUDA machine: the test suite with the GPU tests, the default digits job
-# and an MNIST run on the GPU, with wall times, then the DCGAN-64 throughput against the
-# textbook loop (bf16, channels_last, fused Adam; eager, then CUDA graphs via compile=graphs).
+# and an MNIST run on the GPU, with wall times, the training seconds to an MNIST Fréchet
+# distance of 100, then the DCGAN-64 throughput against the textbook loop (bf16,
+# channels_last, fused Adam; eager, then CUDA graphs via compile=graphs).
 # Needs torch with CUDA; installs nothing.
 # Usage: benchmarks/gpu_check.sh OUT_DIR [MNIST_FOLDER]
 set -uo pipefail
@@ -21,6 +22,9 @@ runs=$(mktemp -d)
     tail -n 1 "$runs/$name/metrics.jsonl"
     cp "$runs/$name/samples/final.png" "$out/${name}_final.png"
   done
+  TIMEFORMAT="time to quality mnist (FD <= 100): wall %R s"
+  time python3 benchmarks/time_to_quality.py --case mnist --mnist "$mnist" --fd 100 --device cuda \
+    --json "$out/time_to_quality_mnist.json"
   for compile in off graphs; do
     TIMEFORMAT="throughput dcgan64 compile=$compile: wall %R s"
     time python3 benchmarks/throughput.py --case dcgan64 --device cuda --precision bf16 --channels_last on \
