@@ -120,10 +120,16 @@ def cpu_threads(config: Config, device: torch.device) -> int | None:
 
 @contextmanager
 def torch_threads(count: int | None):
-    """Runs the block with `count` intra-op CPU threads (None: as they are), then restores them."""
+    """Runs the block with `count` intra-op CPU threads, then restores them; None leaves them alone.
+
+    None must not touch them at all: resetting torch's thread pool as a torchrun worker exits
+    can abort the process ("terminate called without an active exception").
+    """
+    if count is None:
+        yield
+        return
     previous = torch.get_num_threads()
-    if count is not None:
-        torch.set_num_threads(count)
+    torch.set_num_threads(count)
     try:
         yield
     finally:
