@@ -76,11 +76,10 @@ def run_one(case: str, seed: int, args: argparse.Namespace, workdir: Path) -> di
     command = [
         sys.executable, "-m", "ganforge", "train", "--data", data, "--seed", str(seed), "--out", str(run_dir),
         "--device", args.device, "--quiet", f"eval_every={args.eval_every or (1000 if case == 'mnist' else 250)}",
-        f"eval_n={args.n if case == 'mnist' else 2500}",
+        f"eval_n={args.n if case == 'mnist' else 2500}", *([f"threads={args.threads}"] if args.threads else []),
     ]
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads)) if args.threads else None
     launched = time.perf_counter()
-    process = subprocess.Popen(command, env=env)
+    process = subprocess.Popen(command)
     reached, trajectory = None, []
     while reached is None:
         finished = process.poll() is not None
@@ -121,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=10_000, help="mnist: samples per evaluation (default 10,000)")
     parser.add_argument("--eval-every", type=int, help="steps between evaluations (default: 250 toy, 1,000 mnist)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS for the runs (default: torch's choice)")
+    parser.add_argument("--threads", type=int, help="torch's CPU threads for the runs (default: torch's choice)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also save every run's numbers as JSON")
     args = parser.parse_args(argv)
     if args.case == "mnist" and not args.mnist.is_dir():

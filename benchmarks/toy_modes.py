@@ -47,13 +47,8 @@ PUBLISHED = {
 }
 
 
-def run_one(dataset: str, seed: int, workdir: Path, threads: int | None = None, settings: dict | None = None) -> dict:
-    """Trains one run (the defaults, plus `settings`) and scores 2,500 samples of its exported generator.
-
-    `threads`: torch's CPU threads for this run (None: torch's default).
-    """
-    if threads:
-        torch.set_num_threads(threads)
+def run_one(dataset: str, seed: int, workdir: Path, settings: dict | None = None) -> dict:
+    """Trains one run (the defaults, plus `settings`) and scores 2,500 samples of its exported generator."""
     config = make_config({**(settings or {}), "data": dataset, "seed": seed, "out": str(workdir / f"{dataset}-{seed}")})
     start = time.perf_counter()
     run_dir = train(config, new=True, progress=False, say=lambda *_: None)
@@ -61,7 +56,7 @@ def run_one(dataset: str, seed: int, workdir: Path, threads: int | None = None, 
     samples = ganforge.load_generator(run_dir).sample(SAMPLES, seed=SAMPLE_SEED_OFFSET + seed)
     modes, std = mixture_modes(dataset)
     stats = mixture_mode_stats(samples, modes, std)
-    return {"dataset": dataset, "seed": seed, **stats, "seconds": seconds, "threads": torch.get_num_threads()}
+    return {"dataset": dataset, "seed": seed, **stats, "seconds": seconds, "threads": config.threads or torch.get_num_threads()}
 
 
 def _run_job(job: tuple) -> dict:
@@ -125,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"changed for every run: {json.dumps(settings)}")
     runs = []
     with tempfile.TemporaryDirectory(prefix="toy_modes-") as tmp:
-        jobs = [(dataset, seed, Path(tmp), 1 if args.jobs > 1 else None, settings) for dataset in args.datasets for seed in args.seeds]
+        run_settings = {"threads": 1, **settings} if args.jobs > 1 else settings  # one thread per parallel run
+        jobs = [(dataset, seed, Path(tmp), run_settings) for dataset in args.datasets for seed in args.seeds]
         pool = multiprocessing.get_context("spawn").Pool(args.jobs) if args.jobs > 1 else None
         for result in pool.imap(_run_job, jobs) if pool else map(_run_job, jobs):
             runs.append(result)

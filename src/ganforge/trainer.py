@@ -120,11 +120,7 @@ def cpu_threads(config: Config, device: torch.device) -> int | None:
 
 @contextmanager
 def torch_threads(count: int | None):
-    """Runs the block with `count` intra-op CPU threads, then restores them; None leaves them alone.
-
-    None must not touch them at all: resetting torch's thread pool as a torchrun worker exits
-    can abort the process ("terminate called without an active exception").
-    """
+    """Runs the block with `count` intra-op CPU threads, then restores them; None leaves them alone."""
     if count is None:
         yield
         return
