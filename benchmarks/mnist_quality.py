@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -25,15 +23,12 @@ from pathlib import Path
 import torch
 
 import ganforge
+from _common import machine
 from ganforge.config import make_config
 from ganforge.evaluate import cache_dir, evaluate, reference_dataset
 from ganforge.train import train
 
 COLUMNS = ("fd", "kid_mean", "precision", "recall", "density", "coverage", "classes_covered", "class_kl")
-
-
-def machine() -> str:
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
 
 
 def run_one(folder: Path, seed: int, steps: int | None, n: int, workdir: Path, device: str) -> tuple[dict, dict]:

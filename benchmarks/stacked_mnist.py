@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -27,6 +25,7 @@ from pathlib import Path
 import torch
 
 import ganforge
+from _common import machine, mean_se
 from ganforge.config import make_config, parse_overrides
 from ganforge.data import load_dataset
 from ganforge.evaluate import STACKED_SAMPLES, evaluate
@@ -42,10 +41,6 @@ PUBLISHED = {
 }
 
 
-def machine() -> str:
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
-
-
 def run_one(data, seed: int, settings: dict, n: int, workdir: Path, device: str) -> dict:
     """Trains one run with `settings` and scores `n` samples; returns modes, KL and wall times."""
     config = make_config({**settings, "data": data.name, "seed": seed, "out": str(workdir / f"stacked-{seed}"), "device": device})
@@ -55,14 +50,6 @@ def run_one(data, seed: int, settings: dict, n: int, workdir: Path, device: str)
     result = evaluate(ganforge.load_generator(run_dir, device), data, n=n, seed=seed, metrics=("modes",), device=device)
     steps = json.loads((run_dir / "config.json").read_text())["steps"]
     return {"seed": seed, "steps": steps, "train_seconds": round(seconds, 1), "eval_seconds": result["seconds"], **result["metrics"]}
-
-
-def mean_se(values: list[float]) -> tuple[float, float]:
-    """Mean and standard error of the mean (nan for one value)."""
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, math.nan
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values))
 
 
 def _cell(mean: float, se: float, digits: int) -> str:

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import signal
 import statistics
 import subprocess
@@ -31,9 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 import ganforge
+from _common import machine
 
 # The toy benchmark's targets (issue: ring 8 modes, >= 98 % HQ, KL <= 0.02; grid 25, >= 95 %, <= 0.03).
 TOY_TARGETS = {"ring8": (8, 98.0, 0.02), "grid25": (25, 95.0, 0.03)}
@@ -104,11 +101,6 @@ def run_one(case: str, seed: int, args: argparse.Namespace, workdir: Path) -> di
     if reached is None:
         result["last"] = trajectory[-1]["eval"] if trajectory else None
     return result
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    return f"{cpu}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
 def main(argv: list[str] | None = None) -> int:

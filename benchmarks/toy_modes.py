@@ -19,7 +19,6 @@ import argparse
 import json
 import math
 import multiprocessing
-import platform
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 import torch
 
 import ganforge
+from _common import machine, mean_se
 from ganforge.config import make_config, parse_overrides
 from ganforge.data.toy import mixture_modes
 from ganforge.metrics import mixture_mode_stats
@@ -61,16 +61,6 @@ def run_one(dataset: str, seed: int, workdir: Path, settings: dict | None = None
 
 def _run_job(job: tuple) -> dict:
     return run_one(*job)
-
-
-def mean_se(values: list[float]) -> tuple[float, float]:
-    """Mean and standard error of the mean (nan for fewer than two values)."""
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, math.nan
-    variance = sum((v - mean) ** 2 for v in values) / (n - 1)
-    return mean, math.sqrt(variance / n)
 
 
 def summarise(runs: list[dict], datasets: list[str]) -> dict:
@@ -113,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = parse_overrides(args.set)
 
-    print(f"ganforge {ganforge.__version__}, torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+    print(f"ganforge {ganforge.__version__}; {machine()}")
     for dataset in args.datasets:
         print(f"{dataset} preset: {json.dumps(PRESETS[dataset])}")
     if settings:

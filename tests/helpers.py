@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import sys
+import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +35,16 @@ def digits_args(out: Path, steps: int = 10, *extra: str) -> list[str]:
         "train", "--data", "digits", "--steps", str(steps), "--out", str(out),
         "--log_every", "5", "--sample_every", "5", "--checkpoint_every", "5", *TINY_CONV, *extra,
     ]
+
+
+def load_benchmark(name: str, monkeypatch) -> types.ModuleType:
+    """benchmarks/NAME.py as a module, with its folder first on sys.path as `python benchmarks/NAME.py` has it."""
+    folder = Path(__file__).parents[1] / "benchmarks"
+    monkeypatch.syspath_prepend(str(folder))
+    spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def subprocess_env() -> dict:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 import math
 import sys
@@ -23,7 +22,7 @@ from ganforge.errors import GanforgeError
 from ganforge.evaluate import evaluate, evaluate_samples, is_better, pick_extractor, reference_dataset, stacked_digits
 from ganforge.features import DigitClassifier, PixelFeatures, extract, inception_features, load_classifier
 from ganforge.metrics import mixture_mode_stats
-from helpers import assert_clean_error
+from helpers import assert_clean_error, load_benchmark
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
@@ -328,9 +327,7 @@ def test_eval_command_on_stacked_mnist_reports_modes(cli, fake_mnist, tmp_path):
 def test_mnist_benchmark_scripts_run(script, fake_mnist, tmp_path, monkeypatch, capsys):
     """Two training steps and a few samples, so the scripts keep working without the real data."""
     monkeypatch.setenv("GANFORGE_CACHE", str(tmp_path / "cache"))
-    spec = importlib.util.spec_from_file_location(script, Path(__file__).parents[1] / "benchmarks" / f"{script}.py")
-    benchmark = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(benchmark)
+    benchmark = load_benchmark(script, monkeypatch)
     report = tmp_path / "report.json"
     args = ["--mnist", str(fake_mnist), "--steps", "2", "--seeds", "0", "--n", "20", "--json", str(report)]
     assert benchmark.main(args) == 0
@@ -338,6 +335,18 @@ def test_mnist_benchmark_scripts_run(script, fake_mnist, tmp_path, monkeypatch, 
     assert len(runs) == 1 and runs[0]["steps"] == 2
     table_header = {"mnist_quality": "| run | steps | fd |", "stacked_mnist": "| Method | modes (of 1,000) | KL |"}[script]
     assert table_header in capsys.readouterr().out
+
+
+def test_toy_benchmark_script_runs(tmp_path, monkeypatch, capsys):
+    """A few steps of each mixture: every run is scored and the table lists both beside PacGAN's rows."""
+    toy_modes = load_benchmark("toy_modes", monkeypatch)
+    report = tmp_path / "report.json"
+    assert toy_modes.main(["--seeds", "0", "--set", "steps=20", "--json", str(report)]) == 0
+    saved = json.loads(report.read_text())
+    assert [run["dataset"] for run in saved["runs"]] == ["ring8", "grid25"] and saved["changed"] == {"steps": "20"}
+    assert all(0 <= run["hq_percent"] <= 100 and run["seconds"] > 0 for run in saved["runs"])
+    table = capsys.readouterr().out
+    assert "ring8" in table and "grid25" in table and "PacGAN" in table
 
 
 def test_eval_command_on_a_folder_without_a_run(cli, tmp_path):
