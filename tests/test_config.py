@@ -165,7 +165,7 @@ def test_resolve_mlp_on_images_fills_the_mlp_keys():
 def test_resolve_keeps_user_values_and_derives_the_rest():
     user = make_config({"data": "ring8", "g_width": 7, "steps": 30, "checkpoint_every": 100, "out": "here"})
     config = resolve(user, "vectors", (2,), "ring8")
-    assert config.g_width == 7 and config.d_width == 128
+    assert config.g_width == 7 and config.d_width == PRESETS["ring8"]["d_width"]
     assert config.checkpoint_every == 30, "capped to steps, so a run always checkpoints"
     assert config.out == "here"
     assert user.d_width is None, "resolve returns a new Config"
@@ -182,7 +182,7 @@ def test_conv_on_vectors_is_an_error():
 
 
 def test_resolved_pack_must_divide_the_preset_batch():
-    with pytest.raises(GanforgeError, match="batch_size=256 is invalid: expected a multiple of pack=3"):
+    with pytest.raises(GanforgeError, match=f"batch_size={PRESETS['ring8']['batch_size']} is invalid: expected a multiple of pack=3"):
         resolve(make_config({"data": "ring8", "pack": 3}), "vectors", (2,), "ring8")
 
 
