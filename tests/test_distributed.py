@@ -91,10 +91,13 @@ def _kill_a_worker_after_the_first_checkpoint(torchrun_args: list[str], out: Pat
     try:
         deadline = time.monotonic() + 90
         while not list((out / "checkpoints").glob("checkpoint-*.pt")):
-            assert time.monotonic() < deadline and job.poll() is None, "no checkpoint appeared"
+            if time.monotonic() > deadline or job.poll() is not None:
+                job.kill()
+                _, stderr = job.communicate()
+                raise AssertionError(f"no checkpoint appeared (exit code {job.returncode}): {stderr[-3000:]}")
             time.sleep(0.1)
         workers = subprocess.run(["pgrep", "-f", "-P", str(job.pid), "ganforge"], capture_output=True, text=True).stdout.split()
-        assert len(workers) == 2, workers
+        assert len(workers) == 2, f"workers found: {workers}"
         killed_at = time.monotonic()
         subprocess.run(["kill", "-9", workers[-1]], check=True)
         _, stderr = job.communicate(timeout=120)
@@ -109,12 +112,12 @@ def _kill_a_worker_after_the_first_checkpoint(torchrun_args: list[str], out: Pat
 def test_a_killed_process_fails_the_job_fast_and_the_run_resumes(tmp_path):
     """SIGKILL one worker: torchrun ends the job promptly (no hang); the same command then resumes."""
     out = tmp_path / "run"
-    code, _, seconds = _kill_a_worker_after_the_first_checkpoint(["-m", "ganforge", *_train_args(out, 100_000)], out)
-    assert code != 0 and seconds < 60
+    code, stderr, seconds = _kill_a_worker_after_the_first_checkpoint(["-m", "ganforge", *_train_args(out, 100_000)], out)
+    assert code != 0 and seconds < 60, f"exit code {code} after {seconds:.0f} s: {stderr[-3000:]}"
     step = load_checkpoint(sorted((out / "checkpoints").glob("checkpoint-*.pt"))[-1])["step"]
     again = job([PYTHON, "-m", "ganforge", *_train_args(out, step + 10), "--nproc", "2"])
     assert again.returncode == 0, again.stderr[-3000:]
-    assert f"resuming {out} from step {step}" in again.stderr
+    assert f"resuming {out} from step {step}" in again.stderr, again.stderr[-3000:]
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="finds the workers with pgrep -P")
