@@ -57,6 +57,22 @@ def test_mixtures_are_deterministic_and_stored_in_data_space():
     assert torch.equal(to_model_space(x, a.transform), x) and torch.equal(to_data_space(x, a.transform), x)
 
 
+
+def test_dataset_maps_batches_as_the_transform_says(tmp_path):
+    """The cached affine map gives exactly what the plain function gives, identity or not."""
+    ring = load_dataset("ring8")
+    batch = ring.samples[:7]
+    assert torch.equal(ring.to_model_space(batch), batch)
+    path = tmp_path / "v.npy"
+    np.save(path, np.random.default_rng(0).normal(3.0, 2.0, (50, 4)).astype(np.float32))
+    vectors = load_dataset(str(path))
+    for _ in range(2):  # the second call uses the cached tensors
+        assert torch.equal(vectors.to_model_space(vectors.samples[:9]), to_model_space(vectors.samples[:9], vectors.transform))
+    assert not torch.equal(vectors.to_model_space(vectors.samples[:9]), vectors.samples[:9])
+    vectors.to(torch.device("cpu"))
+    assert torch.equal(vectors.to_model_space(vectors.samples[:9]), to_model_space(vectors.samples[:9], vectors.transform))
+
+
 # --- digits ---------------------------------------------------------------------------------
 
 

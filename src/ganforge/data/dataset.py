@@ -27,6 +27,8 @@ class Dataset:
     modes: Tensor | None = None
     mode_std: float | None = None
     info: dict = field(default_factory=dict)
+    # (device, shift, scale): the affine map as tensors on a batch's device, made once (see `to_model_space`).
+    _affine: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return self.samples.shape[0]
@@ -37,11 +39,22 @@ class Dataset:
 
     def to(self, device: torch.device) -> Dataset:
         self.samples = self.samples.to(device)
+        self._affine = None
         return self
 
     def to_model_space(self, batch: Tensor) -> Tensor:
-        """Data batch (as stored) -> float32 network input."""
-        return to_model_space(batch, self.transform)
+        """Data batch (as stored) -> float32 network input.
+
+        Called for every training batch: the vectors' shift and scale become tensors once, not
+        per batch, and an identity map (the 2D mixtures) costs nothing but the float cast.
+        """
+        if self.transform["kind"] == "image":
+            return to_model_space(batch, self.transform)
+        if self._affine is None or self._affine[0] != batch.device:
+            self._affine = (batch.device, *_affine_tensors(self.transform, torch.float32, batch.device))
+        _, shift, scale = self._affine
+        batch = batch.float()
+        return batch if shift is None else (batch - shift) / scale
 
 
 def to_model_space(batch: Tensor, transform: dict) -> Tensor:
@@ -51,6 +64,13 @@ def to_model_space(batch: Tensor, transform: dict) -> Tensor:
     shift = torch.as_tensor(transform["shift"], dtype=torch.float32, device=batch.device)
     scale = torch.as_tensor(transform["scale"], dtype=torch.float32, device=batch.device)
     return (batch.float() - shift) / scale
+
+
+def _affine_tensors(transform: dict, dtype: torch.dtype, device: torch.device) -> tuple[Tensor | None, Tensor | None]:
+    """(shift, scale) as tensors, or (None, None) when the map is the identity."""
+    if all(v == 0 for v in transform["shift"]) and all(v == 1 for v in transform["scale"]):
+        return None, None
+    return torch.as_tensor(transform["shift"], dtype=dtype, device=device), torch.as_tensor(transform["scale"], dtype=dtype, device=device)
 
 
 def to_data_space(x: Tensor, transform: dict) -> Tensor:
