@@ -7,6 +7,7 @@ Rank 0 saves {"agreed": [bool per step], "params": flat final parameters} to OUT
 
 from __future__ import annotations
 
+import os
 import sys
 
 import torch
@@ -49,3 +50,4 @@ if __name__ == "__main__":
     if distributed.is_main():
         torch.save(result, sys.argv[1])
     distributed.close()
+    os._exit(0)  # as ganforge's own torchrun workers end (cli.main): no interpreter teardown

@@ -8,6 +8,7 @@ ends with one line on stderr and exit code 2 (a traceback only with --debug).
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -265,6 +266,20 @@ def _one_line(message: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    code = _main(argv)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # distributed.launched(), without importing torch
+        # A process started by torchrun ends here, its run saved and its process group destroyed.
+        # Interpreter teardown would then free objects that still hold Gloo's worker threads,
+        # which now and then aborts the process in C++ ("terminate called without an active
+        # exception") and fails the whole job; so the worker leaves without it, as
+        # multiprocessing's children do.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _main(argv: list[str] | None) -> int:
     parser = _parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args, unknown = parser.parse_known_args(argv)

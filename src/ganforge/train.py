@@ -24,6 +24,9 @@ from ganforge.evaluate import TrainingEvaluation
 from ganforge.trainer import Trainer, cpu_threads, pick_device, torch_threads
 
 MAX_ROLLBACKS = 3
+# Under torchrun the processes agree on a stop request (one collective and a read on the host)
+# every this many steps, not every step, so the loop rarely waits for the device.
+STOP_CHECK_EVERY = 10
 
 
 def run_name(spec: str) -> str:
@@ -148,8 +151,10 @@ def _run(config: Config, dataset, device: torch.device, new: bool, progress: boo
                 scalars, applied = trainer.iteration(skip_nonfinite=guard)
                 step = trainer.step
                 tally.add(scalars, applied, step)
-                # Every process stops at the same step, when any of them was asked to.
-                interrupted = distributed.any_rank(stop.requested, device) and step < config.steps
+                # Every process stops at the same step, when any of them was asked to (a single
+                # process reads its own flag every step; several agree every STOP_CHECK_EVERY steps).
+                agree = distributed.world_size() == 1 or step % STOP_CHECK_EVERY == 0
+                interrupted = agree and distributed.any_rank(stop.requested, device) and step < config.steps
                 saving = interrupted or step % config.checkpoint_every == 0 or step == config.steps
                 logging = step % config.log_every == 0 or step == config.steps
                 # The guard's verdict is read where it matters, before a log line or a checkpoint; the
