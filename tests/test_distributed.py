@@ -91,26 +91,26 @@ def test_checkpoint_from_two_processes_resumes_in_one(tmp_path):
 
 def _signal_a_worker_after_the_first_checkpoint(torchrun_args: list[str], out: Path, sig: str = "KILL") -> tuple[int, str, float]:
     """Starts torchrun, sends SIG`sig` to one of its 2 workers once a checkpoint exists; returns (exit code, stderr, seconds to exit)."""
-    job = subprocess.Popen([*TORCHRUN, *torchrun_args], env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    process = subprocess.Popen([*TORCHRUN, *torchrun_args], env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 90
         while not list((out / "checkpoints").glob("checkpoint-*.pt")):
-            if time.monotonic() > deadline or job.poll() is not None:
-                job.kill()
-                _, stderr = job.communicate()
-                raise AssertionError(f"no checkpoint appeared (exit code {job.returncode}): {stderr[-3000:]}")
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                _, stderr = process.communicate()
+                raise AssertionError(f"no checkpoint appeared (exit code {process.returncode}): {stderr[-3000:]}")
             time.sleep(0.1)
-        workers = subprocess.run(["pgrep", "-f", "-P", str(job.pid), "ganforge"], capture_output=True, text=True).stdout.split()
+        workers = subprocess.run(["pgrep", "-f", "-P", str(process.pid), "ganforge"], capture_output=True, text=True).stdout.split()
         assert len(workers) == 2, f"workers found: {workers}"
         killed_at = time.monotonic()
         subprocess.run(["kill", f"-{sig}", workers[-1]], check=True)
-        _, stderr = job.communicate(timeout=120)
-        return job.returncode, stderr, time.monotonic() - killed_at
+        _, stderr = process.communicate(timeout=120)
+        return process.returncode, stderr, time.monotonic() - killed_at
     finally:
-        if job.poll() is None:
-            job.send_signal(signal.SIGKILL)
-            job.wait()
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="finds the workers with pgrep -P")

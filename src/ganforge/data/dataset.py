@@ -52,18 +52,17 @@ class Dataset:
             return to_model_space(batch, self.transform)
         if self._affine is None or self._affine[0] != batch.device:
             self._affine = (batch.device, *_affine_tensors(self.transform, torch.float32, batch.device))
-        _, shift, scale = self._affine
-        batch = batch.float()
-        return batch if shift is None else (batch - shift) / scale
+        return to_model_space(batch, self.transform, self._affine[1:])
 
 
-def to_model_space(batch: Tensor, transform: dict) -> Tensor:
+def to_model_space(batch: Tensor, transform: dict, affine: tuple[Tensor | None, Tensor | None] | None = None) -> Tensor:
+    """Data batch -> float32 network input; `affine`: the vectors' (shift, scale) made ahead by `_affine_tensors`."""
     if transform["kind"] == "image":
         # uint8 [0, 255] -> float [-1, 1]
         return batch.float().div_(127.5).sub_(1.0)
-    shift = torch.as_tensor(transform["shift"], dtype=torch.float32, device=batch.device)
-    scale = torch.as_tensor(transform["scale"], dtype=torch.float32, device=batch.device)
-    return (batch.float() - shift) / scale
+    shift, scale = affine if affine is not None else _affine_tensors(transform, torch.float32, batch.device)
+    batch = batch.float()
+    return batch if shift is None else (batch - shift) / scale
 
 
 def _affine_tensors(transform: dict, dtype: torch.dtype, device: torch.device) -> tuple[Tensor | None, Tensor | None]:
