@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -141,6 +142,29 @@ def test_a_stop_request_to_one_process_stops_every_process_at_the_same_step(tmp_
     assert f"resuming {out} from step {stopped}" in again.stderr, again.stderr[-3000:]
 
 
+def test_ctrl_c_on_nproc_stops_every_process_at_one_saved_step_without_a_traceback(tmp_path):
+    """Ctrl-C (SIGINT to the terminal's process group) on `ganforge train --nproc 2`: exit 130, the
+    workers' one "stopped at step N" line and nothing from torchrun but its log lines; the run resumes there."""
+    out = tmp_path / "run"
+    process = subprocess.Popen([PYTHON, "-m", "ganforge", *_train_args(out, 100_000), "--nproc", "2"], env=subprocess_env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while not list((out / "checkpoints").glob("checkpoint-*.pt")) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        os.killpg(process.pid, signal.SIGINT)
+        _, stderr = process.communicate(timeout=90)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 130, stderr[-3000:]
+    assert "stopped at step " in stderr and "Traceback" not in stderr and "Error" not in stderr, stderr[-3000:]
+    stopped = int(stderr.split("stopped at step ")[1].split(";")[0])
+    assert load_checkpoint(sorted((out / "checkpoints").glob("checkpoint-*.pt"))[-1])["step"] == stopped
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="finds the workers with pgrep -P")
 def test_max_restarts_resumes_after_a_killed_process(tmp_path):
     """Under torchrun --max-restarts a killed worker restarts the job, which resumes and finishes.
@@ -159,3 +183,26 @@ def test_nproc_flag_is_not_a_config_key(tmp_path):
                          env=subprocess_env(), capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.strip() == "ganforge: error: --nproc 0 is invalid: expected an integer >= 1"
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    ("exitcodes", "code", "line"),
+    [
+        ({0: 4, 1: -9}, 137, "ganforge: error: process 1 was killed by SIGKILL; the same command resumes from the last checkpoint"),
+        ({0: 130, 1: 130}, 130, ""),
+        ({1: 2}, 2, "ganforge: error: process 1 failed with exit code 2"),
+    ],
+)
+def test_the_nproc_launcher_ends_a_failed_job_in_one_line_with_the_workers_code(monkeypatch, capsys, exitcodes, code, line):
+    """A killed process is named as the cause (its peers then fail on the lost connection); a stopped job says nothing more."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    from ganforge import launch
+
+    def failing_run(_args):
+        failures = {rank: ProcessFailure(local_rank=rank, pid=100 + rank, exitcode=c, error_file="") for rank, c in exitcodes.items()}
+        raise ChildFailedError("ganforge", failures)
+
+    monkeypatch.setattr(launch, "run", failing_run)
+    assert launch.main(["--standalone", "--nproc_per_node", "2", "-m", "ganforge", "train"]) == code
+    assert capsys.readouterr().err.strip() == line

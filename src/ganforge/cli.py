@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -162,11 +163,23 @@ def _parser() -> argparse.ArgumentParser:
 
 def _launch(nproc: int, argv: list[str]) -> int:
     """Re-runs this command under torchrun with `nproc` processes on this machine; returns its exit code."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), "-m", "ganforge", *argv]
+    command = [sys.executable, "-m", "ganforge.launch", "--standalone", "--nproc_per_node", str(nproc), "-m", "ganforge", *argv]
+    # Ctrl-C reaches the launcher too (same process group); it passes the signal on to the workers
+    # and waits until they have stopped at one step and saved it, so this process waits with it
+    # rather than returning early. A SIGTERM sent to this process alone is passed on likewise.
+    process = None
+
+    def pass_on(signum: int, _frame) -> None:
+        if signum == signal.SIGTERM and process is not None:
+            process.send_signal(signum)
+
+    saved = {s: signal.signal(s, pass_on) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return subprocess.run(command).returncode
-    except KeyboardInterrupt:
-        return 130
+        process = subprocess.Popen(command)
+        return process.wait()
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
 
 
 def _without_nproc(argv: list[str]) -> list[str]:
