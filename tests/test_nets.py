@@ -198,3 +198,28 @@ def test_init_weights_is_dcgan_initialisation():
 def test_count_parameters():
     # Linear(2, 4): 12, Linear(4, 3): 15
     assert count_parameters(MLPGenerator(2, [3], width=4, depth=1)) == 27
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: ConvDiscriminator(3, 28, width=8, extra_layers=1, norm="spectral", pack=2), lambda: MLPDiscriminator([2], width=16, depth=3, norm="spectral")],
+    ids=["conv", "mlp"],
+)
+def test_spectral_norm_discriminator_has_every_layer_at_unit_spectral_norm(make):
+    """d_norm=spectral: every weighted layer, the first and the last included, is divided by its
+    largest singular value (estimated by power iteration as the network runs); no BatchNorm, all biases."""
+    torch.manual_seed(0)
+    d = make()
+    init_weights(d)
+    layers = [m for m in d.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in d.modules())
+    assert all(torch.nn.utils.parametrize.is_parametrized(m, "weight") and m.bias is not None for m in layers)
+    x = torch.randn(8, *([3, 28, 28] if isinstance(d, ConvDiscriminator) else [2]))
+    for _ in range(30):
+        d(x)  # training mode: one power iteration per forward
+    d.eval()
+    for m in layers:
+        assert torch.linalg.matrix_norm(m.weight.flatten(1), ord=2).item() == pytest.approx(1.0, abs=1e-3)
+    unnormalised = [m.parametrizations.weight.original for m in layers if isinstance(m, torch.nn.Conv2d)]
+    if unnormalised:  # DCGAN initialisation reaches the raw weight under the parametrization
+        assert torch.cat([w.flatten() for w in unnormalised]).std().item() == pytest.approx(0.02, rel=0.1)

@@ -75,8 +75,10 @@ def comparable(metrics: list[dict]) -> list[dict]:
         (ring8_args, ["--loss", "wasserstein", "--gp_weight", "1", "--ema_decay", "0.9"]),
         # Conv nets with BatchNorm in both players, R1 penalty, two D steps per G step, PacGAN.
         (digits_args, ["--r1_gamma", "1", "--d_steps_per_g_step", "2", "--pack", "2"]),
+        # A spectrally normalised D: its power-iteration vectors are state that must resume exactly.
+        (digits_args, ["--d_norm", "spectral", "--loss", "hinge"]),
     ],
-    ids=["ring8_gp", "digits_r1"],
+    ids=["ring8_gp", "digits_r1", "digits_spectral_hinge"],
 )
 def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(cli, tmp_path, make_args, extra):
     k = 10

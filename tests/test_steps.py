@@ -68,12 +68,18 @@ def make_pair(kind: str):
     if kind == "mlp_batchnorm":
         g, d = MLPGenerator(3, [2], width=8, depth=2, norm="batch"), MLPDiscriminator([2], width=8, depth=2, norm="batch")
         return g, d, 3, torch.randn(BATCH, 2)
+    if kind == "conv_spectral_pack2":  # power-iteration vectors: buffers updated on every training forward
+        g, d = ConvGenerator(4, 1, 8, width=4, norm="batch"), ConvDiscriminator(1, 8, width=4, norm="spectral", pack=2)
+        return g, d, 4, torch.rand(BATCH, 1, 8, 8) * 2 - 1
+    if kind == "mlp_spectral":
+        g, d = MLPGenerator(3, [2], width=8, depth=2), MLPDiscriminator([2], width=8, depth=2, norm="spectral")
+        return g, d, 3, torch.randn(BATCH, 2)
     if kind == "plain":
         return PlainGenerator(), PlainDiscriminator(), 3, torch.randn(BATCH, 2)
     raise ValueError(kind)
 
 
-PAIRS = ["conv_batchnorm", "conv_batchnorm_pack2_extra", "mlp_batchnorm", "plain"]
+PAIRS = ["conv_batchnorm", "conv_batchnorm_pack2_extra", "mlp_batchnorm", "conv_spectral_pack2", "mlp_spectral", "plain"]
 OPTIMIZERS = {
     "sgd": lambda params: torch.optim.SGD(params, lr=0.1),
     "sgd_momentum": lambda params: torch.optim.SGD(params, lr=0.05, momentum=0.9),
@@ -148,9 +154,12 @@ def test_generator_step_equals_plain_autograd_update(kind, optimizer_name):
         result = generator_step(g, d, optimizer, loss, noise, BATCH)
 
         z = ref_noise(BATCH)
+        d_buffers = [(b, b.clone()) for b in d_ref.buffers()]
         fake_logits = d_ref(g_ref(z))
         ref_loss = loss.generator(fake_logits)
         grads = torch.autograd.grad(ref_loss, ref_params)
+        for buffer, saved in d_buffers:  # D is frozen: its buffers (running stats, spectral-norm vectors) stay as they were
+            buffer.copy_(saved)
         for p, grad in zip(ref_params, grads):
             p.grad = grad
         ref_optimizer.step()

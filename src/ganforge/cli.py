@@ -32,7 +32,7 @@ KEY_HELP = {
     "g_extra_layers": "conv generator: extra 3x3 layers at full resolution",
     "d_extra_layers": "conv discriminator: extra 3x3 layers at full resolution",
     "g_norm": "generator normalisation: batch or none",
-    "d_norm": "discriminator normalisation: batch or none",
+    "d_norm": "discriminator normalisation: batch, none or spectral (spectral norm on every layer)",
     "pack": "PacGAN packing: samples the discriminator judges jointly (default 1)",
     "loss": "minimax, nonsaturating (default), wasserstein, hinge or least_squares",
     "gp_weight": "WGAN-GP gradient penalty weight (default 0: off)",

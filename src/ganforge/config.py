@@ -39,7 +39,7 @@ class Config:
     g_extra_layers: int | None = None  # conv: 3x3 layers at full resolution
     d_extra_layers: int | None = None
     g_norm: str | None = None  # batch | none
-    d_norm: str | None = None
+    d_norm: str | None = None  # batch | none | spectral
     pack: int = 1  # PacGAN: samples the discriminator judges jointly
     # Objective and optimisation
     loss: str = "nonsaturating"  # minimax | nonsaturating | wasserstein | hinge | least_squares
@@ -83,7 +83,7 @@ CHOICES = {
     "arch": ("auto", "mlp", "conv"),
     "noise": ("normal", "uniform"),
     "g_norm": ("batch", "none"),
-    "d_norm": ("batch", "none"),
+    "d_norm": ("batch", "none", "spectral"),
     "loss": ("minimax", "nonsaturating", "wasserstein", "hinge", "least_squares"),
     "channels": (1, 3),
     "on_divergence": ("stop", "rollback"),

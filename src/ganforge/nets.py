@@ -18,7 +18,8 @@ from torch import nn
 
 from ganforge.errors import GanforgeError
 
-NORMS = ("batch", "none")
+NORMS = ("batch", "none")  # the generator's
+D_NORMS = ("batch", "none", "spectral")  # the discriminator's: spectral normalisation of every layer (SNGAN)
 
 
 def _norm1d(kind: str, features: int) -> nn.Module:
@@ -27,6 +28,12 @@ def _norm1d(kind: str, features: int) -> nn.Module:
 
 def _norm2d(kind: str, channels: int) -> nn.Module:
     return nn.BatchNorm2d(channels) if kind == "batch" else nn.Identity()
+
+
+def _spectral(layer: nn.Module, norm: str) -> nn.Module:
+    """`layer` with its weight divided by its largest singular value (one power iteration per
+    training-mode forward, Miyato et al. 2018) when `norm` is "spectral"."""
+    return nn.utils.parametrizations.spectral_norm(layer) if norm == "spectral" else layer
 
 
 def _check(name: str, value: object, ok: bool, expected: str) -> None:
@@ -80,7 +87,7 @@ class MLPDiscriminator(nn.Module):
         super().__init__()
         _check("d_width", width, width >= 1, "an integer >= 1")
         _check("d_depth", depth, depth >= 1, "an integer >= 1")
-        _check("d_norm", norm, norm in NORMS, f"one of {', '.join(NORMS)}")
+        _check("d_norm", norm, norm in D_NORMS, f"one of {', '.join(D_NORMS)}")
         _check("pack", pack, pack >= 1, "an integer >= 1")
         data_shape = [int(d) for d in data_shape]
         self.config = dict(data_shape=data_shape, width=width, depth=depth, norm=norm, pack=pack)
@@ -88,9 +95,9 @@ class MLPDiscriminator(nn.Module):
         layers: list[nn.Module] = []
         features = math.prod(data_shape) * pack
         for _ in range(depth):
-            layers += [nn.Linear(features, width), _norm1d(norm, width), nn.LeakyReLU(0.2)]
+            layers += [_spectral(nn.Linear(features, width), norm), _norm1d(norm, width), nn.LeakyReLU(0.2)]
             features = width
-        layers.append(nn.Linear(features, 1))
+        layers.append(_spectral(nn.Linear(features, 1), norm))
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -192,7 +199,7 @@ class ConvDiscriminator(nn.Module):
     ):
         super().__init__()
         _check("d_width", width, width >= 1, "an integer >= 1")
-        _check("d_norm", norm, norm in NORMS, f"one of {', '.join(NORMS)}")
+        _check("d_norm", norm, norm in D_NORMS, f"one of {', '.join(D_NORMS)}")
         _check("pack", pack, pack >= 1, "an integer >= 1")
         self.config = dict(
             channels=channels, resolution=resolution, width=width,
@@ -203,16 +210,16 @@ class ConvDiscriminator(nn.Module):
         hidden = channels * pack
         layers: list[nn.Module] = []
         for i in range(extra_layers):
-            layers += [nn.Conv2d(hidden, width, 3, 1, 1, bias=i == 0 or norm == "none")]
+            layers += [_spectral(nn.Conv2d(hidden, width, 3, 1, 1, bias=i == 0 or norm != "batch"), norm)]
             layers += [nn.Identity() if i == 0 else _norm2d(norm, width), nn.LeakyReLU(0.2, True)]
             hidden = width
         for i in range(upsamplings):
             out = width * 2**i
             first = i == 0 and extra_layers == 0
-            layers.append(nn.Conv2d(hidden, out, 4, 2, 1, bias=first or norm == "none"))
+            layers.append(_spectral(nn.Conv2d(hidden, out, 4, 2, 1, bias=first or norm != "batch"), norm))
             layers += [nn.Identity() if first else _norm2d(norm, out), nn.LeakyReLU(0.2, True)]
             hidden = out
-        layers.append(nn.Conv2d(hidden, 1, base, 1, 0))
+        layers.append(_spectral(nn.Conv2d(hidden, 1, base, 1, 0), norm))
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -232,10 +239,14 @@ def build_network(name: str, config: dict) -> nn.Module:
 
 
 def init_weights(module: nn.Module) -> None:
-    """DCGAN initialisation for conv nets: N(0, 0.02) weights, BatchNorm N(1, 0.02) scale."""
+    """DCGAN initialisation for conv nets: N(0, 0.02) weights, BatchNorm N(1, 0.02) scale.
+
+    A spectrally normalised layer gets it on its unnormalised weight.
+    """
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-            nn.init.normal_(m.weight, 0.0, 0.02)
+            parametrized = nn.utils.parametrize.is_parametrized(m, "weight")
+            nn.init.normal_(m.parametrizations.weight.original if parametrized else m.weight, 0.0, 0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm2d):
