@@ -319,7 +319,8 @@ def test_eval_command_on_stacked_mnist_reports_modes(cli, fake_mnist, tmp_path):
     assert trained.code == 0, trained.err
     record = json.loads(cli("eval", run, "--n", "40", "--no-cache", "--real-baseline").out)
     assert record["features"].startswith("mnist28-") and record["n"] == 40 and record["n_real"] is None
-    assert set(record["metrics"]) == {"modes", "kl"} and 1 <= record["metrics"]["modes"] <= 40
+    assert set(record["metrics"]) == {"modes", "kl", "channel_kl"} and 1 <= record["metrics"]["modes"] <= 40
+    assert len(record["metrics"]["channel_kl"]) == 3 and sum(record["metrics"]["channel_kl"]) <= record["metrics"]["kl"] + 1e-9
     assert record["real_baseline"]["n_modes"] == 40
 
 

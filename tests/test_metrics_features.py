@@ -176,14 +176,30 @@ def test_class_stats_reject_unnormalised_input():
 
 def test_stacked_mnist_every_triple_once_is_perfect():
     triples = np.array([[i // 100, i // 10 % 10, i % 10] for i in range(1000)])
-    assert stacked_mnist_mode_stats(triples) == {"modes": 1000, "kl": pytest.approx(0.0, abs=1e-12)}
+    assert stacked_mnist_mode_stats(triples) == {"modes": 1000, "kl": pytest.approx(0.0, abs=1e-12), "channel_kl": [pytest.approx(0.0, abs=1e-12)] * 3}
 
 
 def test_stacked_mnist_collapse_and_two_modes():
-    assert stacked_mnist_mode_stats(torch.tensor([[1, 2, 3]] * 5)) == {"modes": 1, "kl": pytest.approx(math.log(1000))}
+    assert stacked_mnist_mode_stats(torch.tensor([[1, 2, 3]] * 5)) == {
+        "modes": 1, "kl": pytest.approx(math.log(1000)), "channel_kl": [pytest.approx(math.log(10))] * 3,
+    }
     stats = stacked_mnist_mode_stats(np.array([[0, 0, 0]] * 3 + [[9, 9, 9]]))
     p = np.array([0.75, 0.25])
-    assert stats == {"modes": 2, "kl": pytest.approx(float(np.sum(p * np.log(p * 1000))))}
+    assert stats == {
+        "modes": 2, "kl": pytest.approx(float(np.sum(p * np.log(p * 1000)))), "channel_kl": [pytest.approx(float(np.sum(p * np.log(p * 10))))] * 3,
+    }
+
+
+def test_stacked_mnist_kl_is_the_channel_kls_plus_their_dependence():
+    """Independent channels: kl == sum(channel_kl) up to sampling; digits copied across channels:
+    each channel is uniform (channel_kl 0) yet only 10 triples appear (kl = log 100)."""
+    rng = np.random.default_rng(0)
+    weights = np.array([3, 1, 1, 1, 1, 1, 1, 1, 1, 1]) / 12
+    independent = stacked_mnist_mode_stats(rng.choice(10, size=(400_000, 3), p=weights))
+    assert independent["kl"] == pytest.approx(sum(independent["channel_kl"]), abs=3e-3)
+    assert independent["channel_kl"] == [pytest.approx(float(np.sum(weights * np.log(weights * 10))), abs=3e-3)] * 3
+    copied = stacked_mnist_mode_stats(np.repeat(np.arange(10), 30)[:, None].repeat(3, 1))
+    assert copied == {"modes": 10, "kl": pytest.approx(math.log(100)), "channel_kl": [pytest.approx(0.0, abs=1e-12)] * 3}
 
 
 # validation

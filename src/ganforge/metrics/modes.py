@@ -56,7 +56,11 @@ def stacked_mnist_mode_stats(digits: torch.Tensor | np.ndarray) -> dict:
     Returns:
         {"modes": distinct triples among the samples (int, at most 1,000),
         "kl": KL(triple histogram || uniform over 1,000) in nats (0 log 0 = 0; 0 is perfect,
-        log 1000 ≈ 6.91 is one mode only)}.
+        log 1000 ≈ 6.91 is one mode only),
+        "channel_kl": [KL(digit histogram of R, G, B || uniform over 10)]}. `kl` is the sum of
+        the three channel KLs plus how far the channels are from independent (their total
+        correlation), so these say whether an uneven histogram comes from each channel's digit
+        balance or from how the digits combine.
     """
     values = np.asarray(digits.detach().cpu().numpy() if isinstance(digits, torch.Tensor) else digits)
     if values.ndim != 2 or values.shape[1] != 3 or len(values) == 0:
@@ -65,5 +69,14 @@ def stacked_mnist_mode_stats(digits: torch.Tensor | np.ndarray) -> dict:
         raise GanforgeError(f"Stacked MNIST digits range over {values.min()}..{values.max()}: expected 0..9")
     modes = values[:, 0].astype(np.int64) * 100 + values[:, 1] * 10 + values[:, 2]
     counts = np.bincount(modes, minlength=STACKED_MODES)
-    p = counts[counts > 0] / len(modes)
-    return {"modes": int((counts > 0).sum()), "kl": float(np.sum(p * np.log(p * STACKED_MODES)))}
+    return {
+        "modes": int((counts > 0).sum()),
+        "kl": _kl_to_uniform(counts),
+        "channel_kl": [_kl_to_uniform(np.bincount(values[:, c], minlength=10)) for c in range(3)],
+    }
+
+
+def _kl_to_uniform(counts: np.ndarray) -> float:
+    """KL(counts / total || uniform over len(counts)) in nats, with 0 log 0 = 0."""
+    p = counts[counts > 0] / counts.sum()
+    return float(np.sum(p * np.log(p * len(counts))))
