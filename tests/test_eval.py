@@ -338,6 +338,22 @@ def test_mnist_benchmark_scripts_run(script, fake_mnist, tmp_path, monkeypatch, 
     assert table_header in capsys.readouterr().out
 
 
+def test_stacked_readout_script_runs(cli, fake_mnist, tmp_path, monkeypatch, capsys):
+    """The readout of a (barely trained) Stacked MNIST run: the test digits' row and one row per channel."""
+    run = tmp_path / "stacked"
+    trained = cli("train", "--data", f"stackedmnist:{fake_mnist}", "--steps", "2", "--out", run, "--batch_size", "8",
+                  "--g_width", "4", "--d_width", "4", "--pack", "2", "--device", "cpu", "--quiet")
+    assert trained.code == 0, trained.err
+    readout = load_benchmark("stacked_readout", monkeypatch)
+    assert readout.main([str(run), "--mnist", str(fake_mnist), "--n", "30"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| MNIST test") or line.startswith("| generated")]
+    assert len(rows) == 4
+    # Each row: the shares of the 10 digits, summing to 100 % up to rounding.
+    for row in rows:
+        shares = [float(v) for v in row.split("|")[2].split()]
+        assert len(shares) == 10 and sum(shares) == pytest.approx(100, abs=0.6)
+
+
 def test_toy_benchmark_script_runs(tmp_path, monkeypatch, capsys):
     """A few steps of each mixture: every run is scored and the table lists both beside PacGAN's rows."""
     toy_modes = load_benchmark("toy_modes", monkeypatch)
