@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -90,10 +92,10 @@ def test_checkpoint_from_two_processes_resumes_in_one(tmp_path):
             torch.testing.assert_close(a[player][key], b[player][key], rtol=1e-3, atol=1e-4)
 
 
-def _signal_a_worker_after_the_first_checkpoint(torchrun_args: list[str], out: Path, sig: str = "KILL") -> tuple[int, str, float]:
-    """Starts torchrun, sends SIG`sig` to one of its 2 workers once a checkpoint exists; returns (exit code, stderr, seconds to exit)."""
-    process = subprocess.Popen([*TORCHRUN, *torchrun_args], env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           text=True, start_new_session=True)
+@contextlib.contextmanager
+def _running_with_a_checkpoint(command: list[str], out: Path) -> Iterator[subprocess.Popen]:
+    """Starts `command` in a process group of its own and yields it once `out` holds a checkpoint; kills the group if it is still running at the end."""
+    process = subprocess.Popen(command, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 90
         while not list((out / "checkpoints").glob("checkpoint-*.pt")):
@@ -102,16 +104,22 @@ def _signal_a_worker_after_the_first_checkpoint(torchrun_args: list[str], out: P
                 _, stderr = process.communicate()
                 raise AssertionError(f"no checkpoint appeared (exit code {process.returncode}): {stderr[-3000:]}")
             time.sleep(0.1)
+        yield process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _signal_a_worker_after_the_first_checkpoint(torchrun_args: list[str], out: Path, sig: str = "KILL") -> tuple[int, str, float]:
+    """Starts torchrun, sends SIG`sig` to one of its 2 workers once a checkpoint exists; returns (exit code, stderr, seconds to exit)."""
+    with _running_with_a_checkpoint([*TORCHRUN, *torchrun_args], out) as process:
         workers = subprocess.run(["pgrep", "-f", "-P", str(process.pid), "ganforge"], capture_output=True, text=True).stdout.split()
         assert len(workers) == 2, f"workers found: {workers}"
         killed_at = time.monotonic()
         subprocess.run(["kill", f"-{sig}", workers[-1]], check=True)
         _, stderr = process.communicate(timeout=120)
         return process.returncode, stderr, time.monotonic() - killed_at
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGKILL)
-            process.wait()
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="finds the workers with pgrep -P")
@@ -144,21 +152,11 @@ def test_a_stop_request_to_one_process_stops_every_process_at_the_same_step(tmp_
 
 def test_ctrl_c_on_nproc_stops_every_process_at_one_saved_step_without_a_traceback(tmp_path):
     """Ctrl-C (SIGINT to the terminal's process group) on `ganforge train --nproc 2`: exit 130, the
-    workers' one "stopped at step N" line and nothing from torchrun but its log lines; the run resumes there."""
+    workers' one "stopped at step N" line and nothing from torchrun but its log lines; the last checkpoint holds that step."""
     out = tmp_path / "run"
-    process = subprocess.Popen([PYTHON, "-m", "ganforge", *_train_args(out, 100_000), "--nproc", "2"], env=subprocess_env(),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 90
-        while not list((out / "checkpoints").glob("checkpoint-*.pt")) and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert process.poll() is None, process.communicate()[1][-3000:]
+    with _running_with_a_checkpoint([PYTHON, "-m", "ganforge", *_train_args(out, 100_000), "--nproc", "2"], out) as process:
         os.killpg(process.pid, signal.SIGINT)
         _, stderr = process.communicate(timeout=90)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
     assert process.returncode == 130, stderr[-3000:]
     assert "stopped at step " in stderr and "Traceback" not in stderr and "Error" not in stderr, stderr[-3000:]
     stopped = int(stderr.split("stopped at step ")[1].split(";")[0])

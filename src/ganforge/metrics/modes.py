@@ -31,16 +31,10 @@ def mixture_mode_stats(samples: torch.Tensor | np.ndarray, modes: torch.Tensor |
     nearest = distances.argmin(axis=1)
     hq = distances[np.arange(len(x)), nearest] <= 3.0 * std
     counts = np.bincount(nearest[hq], minlength=len(centres))
-    k = len(centres)
-    if counts.sum() == 0:
-        reverse_kl = float(np.log(k))
-    else:
-        p = counts[counts > 0] / counts.sum()
-        reverse_kl = float(np.sum(p * np.log(p * k)))
     return {
         "modes": int((counts > 0).sum()),
         "hq_percent": 100.0 * float(hq.mean()) if len(x) else 0.0,
-        "reverse_kl": reverse_kl,
+        "reverse_kl": _kl_to_uniform(counts) if counts.sum() else float(np.log(len(centres))),
     }
 
 
