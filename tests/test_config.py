@@ -129,6 +129,7 @@ CASES = [
     (dict(data="table.csv"), "vectors", (7,), "table", "vectors", CONV_ONLY),
     (dict(data="digits"), "images", (1, 8, 8), "digits", "digits", MLP_ONLY),
     (dict(data="photos/"), "images", (3, 32, 32), "photos", "images", MLP_ONLY),
+    (dict(data="stackedmnist:mnist"), "images", (3, 28, 28), "stackedmnist", "stackedmnist", MLP_ONLY),
 ]
 
 
@@ -179,6 +180,16 @@ def test_default_latent_dim_is_below_the_data_dimension(kind, shape, latent_dim)
 def test_conv_on_vectors_is_an_error():
     with pytest.raises(GanforgeError, match="arch='conv' needs image data"):
         resolve(make_config({"data": "ring8", "arch": "conv"}), "vectors", (2,), "ring8")
+
+
+@pytest.mark.parametrize(("data", "kind", "shape", "pack", "best"), [
+    ("digits", "images", (1, 8, 8), 1, "fd"), ("ring8", "vectors", (2,), 1, "reverse_kl"),
+    ("stackedmnist:mnist", "images", (3, 28, 28), 2, "kl"), ("mnist:mnist", "images", (1, 28, 28), 1, "fd"),
+])
+def test_stacked_mnist_packs_pairs_by_default_and_keeps_the_best_kl(data, kind, shape, pack, best):
+    config = resolve(make_config({"data": data}), kind, shape, "run")
+    assert (config.pack, config.best_metric) == (pack, best)
+    assert resolve(make_config({"data": data, "pack": 4}), kind, shape, "run").pack == 4
 
 
 def test_resolved_pack_must_divide_the_preset_batch():

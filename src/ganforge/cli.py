@@ -33,7 +33,7 @@ KEY_HELP = {
     "d_extra_layers": "conv discriminator: extra 3x3 layers at full resolution",
     "g_norm": "generator normalisation: batch or none",
     "d_norm": "discriminator normalisation: batch, none or spectral (spectral norm on every layer)",
-    "pack": "PacGAN packing: samples the discriminator judges jointly (default 1)",
+    "pack": "PacGAN packing: samples the discriminator judges jointly (default 2 for Stacked MNIST, else 1)",
     "loss": "minimax, nonsaturating (default), wasserstein, hinge or least_squares",
     "gp_weight": "WGAN-GP gradient penalty weight (default 0: off)",
     "r1_gamma": "R1 penalty on real data, weighted gamma/2 (auto: 0.1 for ring8, 1 for grid25, else 0: off)",

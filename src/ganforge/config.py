@@ -40,7 +40,7 @@ class Config:
     d_extra_layers: int | None = None
     g_norm: str | None = None  # batch | none
     d_norm: str | None = None  # batch | none | spectral
-    pack: int = 1  # PacGAN: samples the discriminator judges jointly
+    pack: int | None = None  # PacGAN: samples the discriminator judges jointly (auto: 2 for Stacked MNIST, else 1)
     # Objective and optimisation
     loss: str = "nonsaturating"  # minimax | nonsaturating | wasserstein | hinge | least_squares
     gp_weight: float = 0.0  # WGAN-GP gradient penalty weight
@@ -245,7 +245,7 @@ def validate(config: Config) -> None:
     device = config.device
     _require(device in ("auto", "cpu", "cuda", "mps") or device.startswith("cuda:"), "device", device, "auto, cpu, cuda, cuda:N or mps")
     _require(bool(config.data.strip()), "data", config.data, "a dataset name or path")
-    if config.batch_size is not None:
+    if config.batch_size is not None and config.pack is not None:
         _require(config.batch_size % config.pack == 0, "batch_size", config.batch_size, f"a multiple of pack={config.pack}")
 
 
@@ -254,6 +254,8 @@ def preset_name(config: Config, kind: str, sample_shape: tuple[int, ...]) -> str
         return config.data
     if config.data == "digits":
         return "digits"
+    if config.data.startswith("stackedmnist:"):
+        return "stackedmnist"
     return "images" if kind == "images" else "vectors"
 
 
@@ -285,8 +287,8 @@ def resolve(config: Config, kind: str, sample_shape: tuple[int, ...], run_name: 
     if values["channels_last"] is None:
         values["channels_last"] = values["arch"] == "conv"
     if values["best_metric"] is None:
-        mixture, stacked = preset_name(config, kind, sample_shape) in ("ring8", "grid25"), config.data.startswith("stackedmnist:")
-        values["best_metric"] = "reverse_kl" if mixture else "kl" if stacked else "fd"
+        name = preset_name(config, kind, sample_shape)
+        values["best_metric"] = "reverse_kl" if name in ("ring8", "grid25") else "kl" if name == "stackedmnist" else "fd"
     if values["checkpoint_every"] > values["steps"]:
         values["checkpoint_every"] = values["steps"]
     resolved = Config(**values)
