@@ -30,6 +30,18 @@ def test_values_are_coerced_to_the_field_types():
     assert config.loss == "hinge"
 
 
+@pytest.mark.parametrize("spelling", ["none", "None", " NONE "])
+def test_none_is_a_norm_not_auto(spelling, tmp_path):
+    """'none' names no normalisation for g_norm and d_norm, on the command line and in YAML; 'auto' stays auto."""
+    config = make_config(parse_overrides([f"d_norm={spelling}", f"g_norm={spelling}"]))
+    assert (config.d_norm, config.g_norm) == ("none", "none")
+    (tmp_path / "run.yaml").write_text("d_norm: none\ng_norm: auto\n")
+    config = make_config(load_yaml(tmp_path / "run.yaml"))
+    assert (config.d_norm, config.g_norm) == ("none", None)
+    resolved = resolve(make_config({"data": "photos/", "d_norm": "none"}), "images", (3, 32, 32), "photos")
+    assert (resolved.d_norm, resolved.g_norm) == ("none", "batch")
+
+
 def test_later_layers_win():
     config = make_config({"steps": 5, "lr_g": 0.1}, {"steps": "7"})
     assert (config.steps, config.lr_g) == (7, 0.1)

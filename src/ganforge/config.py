@@ -126,7 +126,10 @@ def _coerce(key: str, value: object) -> object:
     kind = _TYPES[key]
     optional = type(None) in typing.get_args(kind)
     base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
-    if isinstance(value, str) and value.strip().lower() in ("none", "null", "auto", "") and optional:
+    word = value.strip().lower() if isinstance(value, str) else None
+    if word in CHOICES.get(key, ()):
+        return word  # "none" is a choice of g_norm and d_norm, not auto
+    if word in ("none", "null", "auto", "") and optional:
         return None
     if value is None:
         if optional:
