@@ -43,7 +43,8 @@ KEY_HELP = {
     "d_steps_per_g_step": "discriminator steps per generator step (default 1)",
     "lr_g": "generator learning rate (Adam)",
     "lr_d": "discriminator learning rate (Adam)",
-    "lr_decay": "final fraction of the steps over which both learning rates fall linearly to 0 (auto: 0.7 for ring8, 0.4 for grid25, 0.3 for Stacked MNIST, else 0)",
+    "lr_decay": "final fraction of the steps over which both learning rates fall linearly to 0 "
+    "(auto: 0.7 for ring8, 0.4 for grid25, 0.3 for Stacked MNIST, else 0)",
     "beta1": "Adam beta1 (auto: 0.5; 0 for the 2D mixtures)",
     "beta2": "Adam beta2 (auto: 0.999; 0.9 for the 2D mixtures)",
     "ema_decay": "moving average of the generator's weights used for samples and export (0: off)",
