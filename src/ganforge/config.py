@@ -289,9 +289,6 @@ def resolve(config: Config, kind: str, sample_shape: tuple[int, ...], run_name: 
         values["out"] = str(Path("runs") / run_name)
     if values["channels_last"] is None:
         values["channels_last"] = values["arch"] == "conv"
-    if values["best_metric"] is None:
-        name = preset_name(config, kind, sample_shape)
-        values["best_metric"] = "reverse_kl" if name in ("ring8", "grid25") else "kl" if name == "stackedmnist" else "fd"
     if values["checkpoint_every"] > values["steps"]:
         values["checkpoint_every"] = values["steps"]
     resolved = Config(**values)
