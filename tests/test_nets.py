@@ -11,6 +11,7 @@ from ganforge.errors import GanforgeError
 from ganforge.nets import (
     ConvDiscriminator,
     ConvGenerator,
+    LatentProjection,
     MLPDiscriminator,
     MLPGenerator,
     build_network,
@@ -73,6 +74,36 @@ def test_dcgan_generator_at_64_has_the_dcgan_layout():
     g = ConvGenerator(100, 3, 64, width=64)
     convs = [m for m in g.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
     assert [(m.in_channels, m.out_channels) for m in convs] == [(100, 512), (512, 256), (256, 128), (128, 64), (64, 3)]
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("bias", [False, True])
+def test_latent_projection_is_the_transposed_convolution(layout, bias):
+    """The first layer's matrix product gives the transposed convolution's output and gradients, in fp32
+    and under bf16 autocast, and keeps the weight's memory format."""
+    torch.manual_seed(0)
+    layer = LatentProjection(10, 6, 7, bias=bias).to(memory_format=layout)
+    if bias:
+        torch.nn.init.normal_(layer.bias)
+    z = torch.randn(5, 10, 1, 1)
+
+    def both(z):
+        zs = [z.clone().requires_grad_(True) for _ in range(2)]
+        outs = [layer(zs[0]), torch.nn.functional.conv_transpose2d(zs[1], layer.weight, layer.bias)]
+        grads = [torch.autograd.grad((o.float() ** 2).sum(), (x, layer.weight)) for o, x in zip(outs, zs)]
+        return outs, grads
+
+    (ours, reference), (our_grads, reference_grads) = both(z)
+    torch.testing.assert_close(ours, reference)
+    assert ours.is_contiguous(memory_format=layout)
+    for a, b in zip(our_grads, reference_grads):
+        torch.testing.assert_close(a, b)
+    with torch.autocast("cpu", torch.bfloat16):
+        (ours, reference), _ = both(z)
+    assert ours.dtype == reference.dtype == torch.bfloat16
+    torch.testing.assert_close(ours.float(), reference.float(), rtol=2e-2, atol=2e-2)
+    larger = torch.randn(2, 10, 3, 3)  # not a latent vector: the convolution itself
+    torch.testing.assert_close(layer(larger), torch.nn.functional.conv_transpose2d(larger, layer.weight, layer.bias))
 
 
 @pytest.mark.parametrize("norm", ["batch", "none"])

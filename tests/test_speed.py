@@ -319,9 +319,9 @@ def test_torch_compile_on_cpu_matches_eager():
 
 @pytest.mark.slow
 def test_compile_with_channels_last_and_a_transposed_conv_on_a_1x1_latent_runs_or_falls_back_cleanly():
-    """The generator's first layer is a ConvTranspose2d on a 1x1 latent map; with channels_last,
-    inductor has failed a stride assertion on it. Either it compiles and matches eager, or the
-    run warns in one line and goes on eagerly with identical results."""
+    """The generator's first layer reads z as a 1x1 map (a ConvTranspose2d, computed as a matrix
+    product); with channels_last, inductor has failed a stride assertion on the convolution. Either
+    it compiles and matches eager, or the run warns in one line and goes on eagerly with identical results."""
     messages: list[str] = []
     compiled = make_trainer(messages=messages, compile="on", channels_last=True)
     eager = make_trainer(channels_last=True)

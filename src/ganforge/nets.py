@@ -22,6 +22,31 @@ NORMS = ("batch", "none")  # the generator's
 D_NORMS = ("batch", "none", "spectral")  # the discriminator's: spectral normalisation of every layer (SNGAN)
 
 
+class LatentProjection(nn.ConvTranspose2d):
+    """The generator's first layer: a k x k transposed convolution (stride 1, no padding) of z as a 1x1 map.
+
+    On a 1x1 input that convolution is one matrix product, z (batch, latent) times the weight
+    read as (latent, k * k * out), and it is computed as one: the same parameters, state-dict
+    keys and result to the last bit, several times faster than the convolution kernels on CPU,
+    and nothing for torch.compile to trip over. The output comes in the weight's memory format,
+    so a channels_last network stays channels_last from its first layer.
+    """
+
+    def __init__(self, latent_dim: int, out_channels: int, kernel_size: int, bias: bool) -> None:
+        super().__init__(latent_dim, out_channels, kernel_size, 1, 0, bias=bias)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if z.shape[-2:] != (1, 1):
+            return super().forward(z)
+        batch, (_, out, k, _) = z.shape[0], self.weight.shape
+        w = self.weight
+        if w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous():
+            y = (z.flatten(1) @ w.permute(0, 2, 3, 1).flatten(1)).view(batch, k, k, out).permute(0, 3, 1, 2)
+        else:
+            y = (z.flatten(1) @ w.flatten(1)).view(batch, out, k, k)
+        return y if self.bias is None else y + self.bias.view(1, out, 1, 1).to(y.dtype)
+
+
 def _norm1d(kind: str, features: int) -> nn.Module:
     return nn.BatchNorm1d(features) if kind == "batch" else nn.Identity()
 
@@ -156,7 +181,7 @@ class ConvGenerator(nn.Module):
         base, upsamplings = conv_layout(resolution)
         hidden = width * 2 ** max(upsamplings - 1, 0)
         layers: list[nn.Module] = [
-            nn.ConvTranspose2d(latent_dim, hidden, base, 1, 0, bias=norm == "none"),
+            LatentProjection(latent_dim, hidden, base, bias=norm == "none"),
             _norm2d(norm, hidden),
             nn.ReLU(True),
         ]
