@@ -340,7 +340,8 @@ def test_mnist_benchmark_scripts_run(script, fake_mnist, tmp_path, monkeypatch, 
 
 
 def test_stacked_readout_script_runs(cli, fake_mnist, tmp_path, monkeypatch, capsys):
-    """The readout of a (barely trained) Stacked MNIST run: the test digits' row and one row per channel."""
+    """The readout of a (barely trained) Stacked MNIST run: the test digits' rows (as they are, blurred,
+    thickened) and one row per channel."""
     run = tmp_path / "stacked"
     trained = cli("train", "--data", f"stackedmnist:{fake_mnist}", "--steps", "2", "--out", run, "--batch_size", "8",
                   "--g_width", "4", "--d_width", "4", "--pack", "2", "--device", "cpu", "--quiet")
@@ -348,11 +349,12 @@ def test_stacked_readout_script_runs(cli, fake_mnist, tmp_path, monkeypatch, cap
     readout = load_benchmark("stacked_readout", monkeypatch)
     assert readout.main([str(run), "--mnist", str(fake_mnist), "--n", "30"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| MNIST test") or line.startswith("| generated")]
-    assert len(rows) == 4
-    # Each row: the shares of the 10 digits, summing to 100 % up to rounding.
+    assert len(rows) == 6 and sum("blurred" in row or "thickened" in row for row in rows) == 2
+    # Each row: the shares of the 10 digits as each reader reads them, summing to 100 % up to rounding.
     for row in rows:
-        shares = [float(v) for v in row.split("|")[2].split()]
-        assert len(shares) == 10 and sum(shares) == pytest.approx(100, abs=0.6)
+        for column in (2, 5):
+            shares = [float(v) for v in row.split("|")[column].split()]
+            assert len(shares) == 10 and sum(shares) == pytest.approx(100, abs=0.6)
 
 
 def test_toy_benchmark_script_runs(tmp_path, monkeypatch, capsys):
