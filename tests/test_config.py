@@ -194,13 +194,13 @@ def test_conv_on_vectors_is_an_error():
         resolve(make_config({"data": "ring8", "arch": "conv"}), "vectors", (2,), "ring8")
 
 
-@pytest.mark.parametrize(("data", "kind", "shape", "pack", "best"), [
-    ("digits", "images", (1, 8, 8), 1, "fd"), ("ring8", "vectors", (2,), 1, "reverse_kl"),
-    ("stackedmnist:mnist", "images", (3, 28, 28), 2, "kl"), ("mnist:mnist", "images", (1, 28, 28), 1, "fd"),
+@pytest.mark.parametrize(("data", "kind", "shape", "pack", "batch", "best"), [
+    ("digits", "images", (1, 8, 8), 1, 64, "fd"), ("ring8", "vectors", (2,), 1, 512, "reverse_kl"),
+    ("stackedmnist:mnist", "images", (3, 28, 28), 2, 128, "kl"), ("mnist:mnist", "images", (1, 28, 28), 1, 64, "fd"),
 ])
-def test_stacked_mnist_packs_pairs_by_default_and_keeps_the_best_kl(data, kind, shape, pack, best):
+def test_stacked_mnist_packs_pairs_in_larger_batches_by_default_and_keeps_the_best_kl(data, kind, shape, pack, batch, best):
     config = resolve(make_config({"data": data}), kind, shape, "run")
-    assert (config.pack, config.best_metric) == (pack, best)
+    assert (config.pack, config.batch_size, config.best_metric) == (pack, batch, best)
     assert resolve(make_config({"data": data, "pack": 4}), kind, shape, "run").pack == 4
 
 
