@@ -223,6 +223,24 @@ def test_every_field_has_a_command_line_flag_and_help():
     assert set(KEY_HELP) == set(field_names())
 
 
+def test_flag_help_reads_the_auto_values_from_the_presets(monkeypatch, capsys):
+    from ganforge import presets
+    from ganforge.cli import main
+
+    assert presets.auto_values("pack") == "auto: 2 for Stacked MNIST, else 1"
+    assert presets.auto_values("ema_decay") == "auto: 0.999"
+    assert presets.auto_values("steps").startswith("auto: 7,000 for ring8, 16,000 for grid25, ")
+    # A preset's new value shows in the help, with no second copy to keep in step.
+    monkeypatch.setitem(presets.PRESETS, "digits", {**PRESETS["digits"], "batch_size": 96})
+    monkeypatch.setitem(presets.PRESETS, "images", {**PRESETS["images"], "batch_size": 96})
+    monkeypatch.setenv("COLUMNS", "1000")
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "samples per batch (real and generated) (auto: 128 for other vectors and Stacked MNIST, 96 for other images and digits, else 512)" in (
+        capsys.readouterr().out
+    )
+
+
 @pytest.mark.parametrize(
     ("spec", "name"),
     [("digits", "digits"), ("mnist:data/mnist", "mnist"), ("stackedmnist:data/mnist", "stackedmnist"), ("photos/cats", "cats"),

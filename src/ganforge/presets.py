@@ -56,3 +56,26 @@ PRESETS: dict[str, dict] = {
 PRESETS["stackedmnist"] = dict(
     PRESETS["images"], pack=2, batch_size=128, steps=20_000, lr_d=4e-4, lr_decay=0.3, r1_gamma=1.0, r1_every=4, best_metric="kl"
 )
+
+# How the flag help names each preset: the data that picks it (config.preset_name).
+_PRESET_LABELS = {"images": "other images", "vectors": "other vectors", "stackedmnist": "Stacked MNIST"}
+
+
+def _shown(value) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def auto_values(key: str) -> str:
+    """The values the presets give `key`, for the flag help: 'auto: 0.1 for ring8, 1 for grid25 and Stacked MNIST, else 0'.
+
+    The value most presets share is the 'else'; a key every preset sets alike reads 'auto: VALUE'.
+    """
+    by_value: dict[str, list[str]] = {}
+    for name, preset in PRESETS.items():
+        by_value.setdefault(_shown(preset[key]), []).append(_PRESET_LABELS.get(name, name))
+    common = max(by_value, key=lambda value: len(by_value[value]))  # the first of equals, in PRESETS order
+    rest = [f"{value} for {' and '.join(names) if len(names) < 3 else ', '.join(names[:-1]) + ' and ' + names[-1]}"
+            for value, names in by_value.items() if value != common]
+    return "auto: " + ", ".join([*rest, f"else {common}"] if rest else [common])
