@@ -72,7 +72,6 @@ KEY_HELP = {
 }
 
 
-
 def _key_help(name: str) -> str | None:
     """A key's flag help; the keys every preset sets end with the presets' values, read from PRESETS."""
     if all(name in preset for preset in PRESETS.values()):

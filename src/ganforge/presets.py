@@ -62,6 +62,8 @@ _PRESET_LABELS = {"images": "other images", "vectors": "other vectors", "stacked
 
 
 def _shown(value) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
     if isinstance(value, float):
         return f"{value:g}"
     return f"{value:,}" if isinstance(value, int) else str(value)
