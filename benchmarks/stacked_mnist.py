@@ -4,10 +4,11 @@ Trains on `stackedmnist:PATH` (three independent MNIST digits as R, G, B: 1,000 
 with ganforge's `stackedmnist` preset (DCGAN-sized nets, PacGAN packing of 2, a
 discriminator learning twice as fast as the generator, an R1 penalty, batches of 128,
 20,000 steps, the last 30 % decaying) in bf16, any key overridable with `--set`
-(`--pack`, `--steps`: shorthands); draws 26,000 samples from each exported generator, reads each channel with the shipped
-`mnist28` classifier and reports the modes captured (distinct digit triples) and the KL
-of the triple histogram against uniform over 1,000. Prints mean ± standard error over the
-seeds as a Markdown table beside the published rows (Lin et al. 2018, Table 2).
+(`--pack`, `--steps`: shorthands); draws 26,000 samples from each exported generator,
+reads each channel with the shipped `mnist28` classifier and reports the modes captured
+(distinct digit triples) and the KL of the triple histogram against uniform over 1,000.
+Prints mean ± standard error over the seeds as a Markdown table beside the published rows
+(Lin et al. 2018, Table 2).
 
     python benchmarks/stacked_mnist.py --threads 2 --seeds 2            # one of the README's rows
     python benchmarks/stacked_mnist.py --steps 300 --seeds 0 --json stacked.json

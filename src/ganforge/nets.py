@@ -28,8 +28,8 @@ class LatentProjection(nn.ConvTranspose2d):
     On a 1x1 input that convolution is one matrix product, z (batch, latent) times the weight
     read as (latent, k * k * out), and it is computed as one: the same parameters, state-dict
     keys and result (up to float rounding), several times faster than the convolution kernels
-    on CPU, and nothing for torch.compile to trip over. The output comes in the weight's memory format,
-    so a channels_last network stays channels_last from its first layer.
+    on CPU, and nothing for torch.compile to trip over. The output comes in the weight's memory
+    format, so a channels_last network stays channels_last from its first layer.
     """
 
     def __init__(self, latent_dim: int, out_channels: int, kernel_size: int, bias: bool) -> None:
