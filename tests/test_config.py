@@ -55,7 +55,7 @@ def test_later_layers_win():
         ("beta1", 1.0), ("beta2", -0.1), ("ema_decay", 1), ("gp_weight", -1), ("r1_gamma", -0.5), ("r1_every", 0),
         ("loss", "hinged"), ("noise", "cauchy"), ("arch", "resnet"), ("g_norm", "layer"), ("channels", 2),
         ("device", "tpu"), ("on_bad_image", "ignore"), ("g_extra_layers", -1), ("keep_checkpoints", 0),
-        ("data", ""), ("data", None), ("seed", "x"),
+        ("data", ""), ("data", None), ("seed", "x"), ("d_mbstd", 1), ("d_mbstd", -2),
     ],
 )
 def test_bad_values_name_the_key_and_the_value(key, value):
@@ -72,6 +72,15 @@ def test_batch_size_must_be_a_multiple_of_pack():
     with pytest.raises(GanforgeError, match="batch_size=10 is invalid: expected a multiple of pack=4"):
         make_config({"batch_size": 10, "pack": 4})
     assert make_config({"batch_size": 12, "pack": 4}).pack == 4
+
+
+def test_minibatch_std_group_must_divide_the_discriminators_batch():
+    with pytest.raises(GanforgeError, match=r"d_mbstd=5 is invalid: expected a divisor of batch_size / pack = 32"):
+        make_config({"batch_size": 64, "pack": 2, "d_mbstd": 5})
+    with pytest.raises(GanforgeError, match=r"d_mbstd=3 is invalid: expected a divisor of batch_size / pack = 64"):
+        resolve(make_config({"data": "digits", "d_mbstd": 3}), "images", (1, 8, 8), "digits")
+    assert make_config({"batch_size": 64, "pack": 2, "d_mbstd": 4}).d_mbstd == 4
+    assert make_config({"batch_size": 6, "pack": 2, "d_mbstd": 4}).d_mbstd == 4  # 3 rows: one group
 
 
 def test_unknown_key_suggests_the_closest():

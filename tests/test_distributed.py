@@ -17,8 +17,13 @@ import pytest
 import torch
 
 from dist_worker import run as run_single_process
+from ganforge import distributed
 from ganforge.checkpoint import load_checkpoint
+from ganforge.config import make_config, resolve
+from ganforge.data import load_dataset
+from ganforge.errors import GanforgeError
 from ganforge.train import STOP_CHECK_EVERY
+from ganforge.trainer import Trainer
 from helpers import PYTHON, subprocess_env
 
 HERE = Path(__file__).parent
@@ -204,3 +209,12 @@ def test_the_nproc_launcher_ends_a_failed_job_in_one_line_with_the_workers_code(
     monkeypatch.setattr(launch, "run", failing_run)
     assert launch.main(["--standalone", "--nproc_per_node", "2", "-m", "ganforge", "train"]) == code
     assert capsys.readouterr().err.strip() == line
+
+
+def test_minibatch_std_groups_must_divide_each_processs_discriminator_batch(monkeypatch):
+    """batch_size=24: groups of 8 divide the whole batch, but not the 12 rows each of 2 processes holds."""
+    dataset = load_dataset("ring8")
+    config = resolve(make_config({"data": "ring8", "batch_size": 24, "d_mbstd": 8}), "vectors", (2,), "ring8")
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    with pytest.raises(GanforgeError, match=r"d_mbstd=8 does not divide the discriminator's batch of 12 rows per process"):
+        Trainer(config, dataset, torch.device("cpu"), say=lambda *_: None)

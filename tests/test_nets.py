@@ -12,6 +12,7 @@ from ganforge.nets import (
     ConvDiscriminator,
     ConvGenerator,
     LatentProjection,
+    MinibatchStd,
     MLPDiscriminator,
     MLPGenerator,
     build_network,
@@ -157,13 +158,58 @@ def test_conv_pack_concatenates_samples_along_channels():
     assert delta[0] > 0 and delta[1] == 0
 
 
+def test_minibatch_std_appends_each_groups_mean_standard_deviation():
+    """Groups of 2 out of 4 rows: rows 0 and 2, rows 1 and 3; per feature the population std, then its mean."""
+    x = torch.tensor([[0.0, 1.0], [5.0, 5.0], [2.0, 5.0], [5.0, 5.0]])
+    out = MinibatchStd(2)(x)
+    assert out.shape == (4, 3) and torch.equal(out[:, :2], x)
+    # rows 0 and 2: stds 1 and 2 -> 1.5; rows 1 and 3 are equal: sqrt(1e-8)
+    assert torch.allclose(out[:, 2], torch.tensor([1.5, 1e-4, 1.5, 1e-4]))
+    images = torch.randn(6, 2, 3, 3)
+    out = MinibatchStd(3)(images)
+    assert out.shape == (6, 3, 3, 3)
+    expected = images.reshape(3, 2, 2, 3, 3).std(dim=0, unbiased=False).flatten(1).mean(1)
+    assert torch.allclose(out[:, 2], expected.repeat(3).view(6, 1, 1).expand(6, 3, 3), atol=1e-6)
+    assert torch.allclose(MinibatchStd(8)(images)[:, 2], out.new_full((6, 3, 3), images.std(0, unbiased=False).mean()))
+
+
+def test_minibatch_std_keeps_the_input_dtype():
+    x = torch.randn(4, 3, 2, 2, dtype=torch.bfloat16)
+    assert MinibatchStd(2)(x).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("make", [
+    lambda: ConvDiscriminator(1, 8, width=4, norm="none", mbstd=2).eval(),
+    lambda: MLPDiscriminator([3], width=8, depth=2, mbstd=2).eval(),
+])
+def test_minibatch_std_discriminator_sees_its_group_and_only_its_group(make):
+    """With groups of 2 among 4 rows, changing row 0 moves the logits of rows 0 and 2 (its group) only."""
+    torch.manual_seed(0)
+    d = make()
+    x = torch.randn(4, 1, 8, 8) if isinstance(d, ConvDiscriminator) else torch.randn(4, 3)
+    logits = d(x)
+    changed = x.clone()
+    changed[0] *= 3.0
+    delta = (d(changed) - logits).abs()
+    assert delta[0] > 0 and delta[2] > 0 and delta[1] == 0 and delta[3] == 0
+
+
+def test_minibatch_std_needs_a_group_size_that_divides_the_batch():
+    d = ConvDiscriminator(1, 8, width=4, mbstd=4)
+    with pytest.raises(GanforgeError, match="d_mbstd=4 is invalid for a discriminator batch of 6 rows"):
+        d(torch.randn(6, 1, 8, 8))
+    assert d(torch.randn(3, 1, 8, 8)).shape == (3,)  # a batch below the group size is one group
+
+
 def all_networks():
     return [
         MLPGenerator(3, [5], width=8, depth=2, norm="batch"),
         MLPGenerator(3, [1, 4, 4], width=8, depth=1, output="tanh"),
         MLPDiscriminator([5], width=8, depth=1, norm="none", pack=2),
+        MLPDiscriminator([5], width=8, depth=1, norm="batch", mbstd=2),
         ConvGenerator(6, 3, 16, width=4, extra_layers=1, norm="batch"),
         ConvDiscriminator(1, 28, width=4, extra_layers=1, norm="batch", pack=2),
+        ConvDiscriminator(1, 28, width=4, norm="spectral", pack=2, mbstd=2),
     ]
 
 
@@ -203,6 +249,8 @@ def test_build_network_unknown_name():
         (lambda: MLPDiscriminator([2], norm="layer"), "d_norm='layer'"),
         (lambda: ConvGenerator(4, 1, 8, norm="group"), "g_norm='group'"),
         (lambda: ConvDiscriminator(1, 8, pack=0), "pack=0"),
+        (lambda: ConvDiscriminator(1, 8, mbstd=1), "d_mbstd=1"),
+        (lambda: MLPDiscriminator([2], mbstd=-2), "d_mbstd=-2"),
         (lambda: ConvGenerator(4, 1, 11), "image_size=11"),
     ],
 )

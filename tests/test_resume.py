@@ -73,8 +73,8 @@ def comparable(metrics: list[dict]) -> list[dict]:
     [
         # MLP, Wasserstein loss with gradient penalty: the penalty's interpolation draws from the global RNG.
         (ring8_args, ["--loss", "wasserstein", "--gp_weight", "1", "--ema_decay", "0.9"]),
-        # Conv nets with BatchNorm in both players, R1 penalty, two D steps per G step, PacGAN.
-        (digits_args, ["--r1_gamma", "1", "--d_steps_per_g_step", "2", "--pack", "2"]),
+        # Conv nets with BatchNorm in both players, R1 penalty, two D steps per G step, PacGAN, minibatch std.
+        (digits_args, ["--r1_gamma", "1", "--d_steps_per_g_step", "2", "--pack", "2", "--d_mbstd", "4"]),
         # A spectrally normalised D: its power-iteration vectors are state that must resume exactly.
         (digits_args, ["--d_norm", "spectral", "--loss", "hinge"]),
     ],

@@ -74,12 +74,22 @@ def make_pair(kind: str):
     if kind == "mlp_spectral":
         g, d = MLPGenerator(3, [2], width=8, depth=2), MLPDiscriminator([2], width=8, depth=2, norm="spectral")
         return g, d, 3, torch.randn(BATCH, 2)
+    if kind == "conv_batchnorm_pack2_mbstd":  # D's output for a row depends on the other rows of its group
+        g = ConvGenerator(4, 1, 8, width=4, norm="batch")
+        d = ConvDiscriminator(1, 8, width=4, norm="batch", pack=2, mbstd=2)
+        return g, d, 4, torch.rand(BATCH, 1, 8, 8) * 2 - 1
+    if kind == "mlp_mbstd":
+        g, d = MLPGenerator(3, [2], width=8, depth=2), MLPDiscriminator([2], width=8, depth=2, mbstd=4)
+        return g, d, 3, torch.randn(BATCH, 2)
     if kind == "plain":
         return PlainGenerator(), PlainDiscriminator(), 3, torch.randn(BATCH, 2)
     raise ValueError(kind)
 
 
-PAIRS = ["conv_batchnorm", "conv_batchnorm_pack2_extra", "mlp_batchnorm", "conv_spectral_pack2", "mlp_spectral", "plain"]
+PAIRS = [
+    "conv_batchnorm", "conv_batchnorm_pack2_extra", "mlp_batchnorm", "conv_spectral_pack2", "mlp_spectral",
+    "conv_batchnorm_pack2_mbstd", "mlp_mbstd", "plain",
+]
 OPTIMIZERS = {
     "sgd": lambda params: torch.optim.SGD(params, lr=0.1),
     "sgd_momentum": lambda params: torch.optim.SGD(params, lr=0.05, momentum=0.9),

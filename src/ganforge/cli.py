@@ -34,6 +34,7 @@ KEY_HELP = {
     "d_extra_layers": "conv discriminator: extra 3x3 layers at full resolution",
     "g_norm": "generator normalisation: batch or none",
     "d_norm": "discriminator normalisation: batch, none or spectral (spectral norm on every layer)",
+    "d_mbstd": "minibatch standard deviation in the discriminator (ProGAN): group size, e.g. 4; 0 turns it off",
     "pack": "PacGAN packing: samples the discriminator judges jointly",
     "loss": "minimax, nonsaturating (default), wasserstein, hinge or least_squares",
     "gp_weight": "WGAN-GP gradient penalty weight (default 0: off)",

@@ -40,6 +40,7 @@ class Config:
     d_extra_layers: int | None = None
     g_norm: str | None = None  # batch | none
     d_norm: str | None = None  # batch | none | spectral
+    d_mbstd: int | None = None  # minibatch standard deviation in D: group size (0: off)
     pack: int | None = None  # PacGAN: samples the discriminator judges jointly (auto: 2 for Stacked MNIST, else 1)
     # Objective and optimisation
     loss: str = "nonsaturating"  # minimax | nonsaturating | wasserstein | hinge | least_squares
@@ -242,6 +243,7 @@ def validate(config: Config) -> None:
     _require(0 <= config.seed < 2**31, "seed", config.seed, "an integer from 0 to 2**31 - 1")
     _require(config.gp_weight >= 0, "gp_weight", config.gp_weight, "a number >= 0")
     _require(config.r1_gamma is None or config.r1_gamma >= 0, "r1_gamma", config.r1_gamma, "a number >= 0")
+    _require(config.d_mbstd in (None, 0) or config.d_mbstd >= 2, "d_mbstd", config.d_mbstd, "0 (off) or a group size >= 2")
     _require(config.lr_decay is None or 0 <= config.lr_decay <= 1, "lr_decay", config.lr_decay, "a fraction in [0, 1]")
     _require(config.eval_n is None or config.eval_n >= 2, "eval_n", config.eval_n, "an integer >= 2")
     _require(config.best_metric in (None, *BEST_METRICS), "best_metric", config.best_metric, "one of " + ", ".join(BEST_METRICS))
@@ -250,6 +252,9 @@ def validate(config: Config) -> None:
     _require(bool(config.data.strip()), "data", config.data, "a dataset name or path")
     if config.batch_size is not None and config.pack is not None:
         _require(config.batch_size % config.pack == 0, "batch_size", config.batch_size, f"a multiple of pack={config.pack}")
+        rows = config.batch_size // config.pack  # the discriminator's batch
+        if config.d_mbstd and rows > config.d_mbstd:
+            _require(rows % config.d_mbstd == 0, "d_mbstd", config.d_mbstd, f"a divisor of batch_size / pack = {rows}")
 
 
 def preset_name(config: Config, kind: str, sample_shape: tuple[int, ...]) -> str:

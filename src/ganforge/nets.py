@@ -66,6 +66,36 @@ def _check(name: str, value: object, ok: bool, expected: str) -> None:
         raise GanforgeError(f"{name}={value!r} is invalid: expected {expected}")
 
 
+class MinibatchStd(nn.Module):
+    """Appends one feature: how much the samples of a group differ (ProGAN's minibatch standard deviation).
+
+    The batch is split into groups of `group` rows (row i joins rows i + b/group, i + 2b/group, ...);
+    within each, every feature's standard deviation across the group is taken, and their mean is
+    appended to each row of the group: as one more channel (constant over the map) for
+    (batch, channels, h, w) input, one more feature for (batch, features). A discriminator that sees
+    it can tell a batch with too little variety from a real one. Computed in fp32 at any precision.
+    """
+
+    def __init__(self, group: int) -> None:
+        super().__init__()
+        _check("d_mbstd", group, group >= 2, "a group size >= 2 (0 turns it off)")
+        self.group = group
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch = x.shape[0]
+        group = min(self.group, batch)
+        if batch % group:
+            raise GanforgeError(
+                f"d_mbstd={self.group} is invalid for a discriminator batch of {batch} rows: "
+                "expected a group size that divides it"
+            )
+        y = x.float().reshape(group, batch // group, *x.shape[1:])
+        std = (y.var(dim=0, unbiased=False) + 1e-8).sqrt()  # (batch // group, *features)
+        spread = std.flatten(1).mean(1).repeat(group)  # one value per row: row i's group is i % (batch // group)
+        extra = spread.view(batch, 1, *([1] * (x.dim() - 2))).expand(batch, 1, *x.shape[2:])
+        return torch.cat([x, extra.to(x.dtype)], dim=1)
+
+
 class MLPGenerator(nn.Module):
     """Maps z (batch, latent_dim) to samples (batch, *data_shape) through `depth` hidden layers.
 
@@ -108,20 +138,25 @@ class MLPGenerator(nn.Module):
 class MLPDiscriminator(nn.Module):
     """Maps samples (batch, *data_shape) to logits (batch // pack,)."""
 
-    def __init__(self, data_shape: list[int], width: int = 128, depth: int = 3, norm: str = "none", pack: int = 1):
+    def __init__(
+        self, data_shape: list[int], width: int = 128, depth: int = 3, norm: str = "none", pack: int = 1, mbstd: int = 0
+    ):
         super().__init__()
         _check("d_width", width, width >= 1, "an integer >= 1")
         _check("d_depth", depth, depth >= 1, "an integer >= 1")
         _check("d_norm", norm, norm in D_NORMS, f"one of {', '.join(D_NORMS)}")
         _check("pack", pack, pack >= 1, "an integer >= 1")
         data_shape = [int(d) for d in data_shape]
-        self.config = dict(data_shape=data_shape, width=width, depth=depth, norm=norm, pack=pack)
+        self.config = dict(data_shape=data_shape, width=width, depth=depth, norm=norm, pack=pack, mbstd=mbstd)
         self.pack = pack
         layers: list[nn.Module] = []
         features = math.prod(data_shape) * pack
         for _ in range(depth):
             layers += [_spectral(nn.Linear(features, width), norm), _norm1d(norm, width), nn.LeakyReLU(0.2)]
             features = width
+        if mbstd:
+            layers.append(MinibatchStd(mbstd))
+            features += 1
         layers.append(_spectral(nn.Linear(features, 1), norm))
         self.net = nn.Sequential(*layers)
 
@@ -221,6 +256,7 @@ class ConvDiscriminator(nn.Module):
         extra_layers: int = 0,
         norm: str = "batch",
         pack: int = 1,
+        mbstd: int = 0,
     ):
         super().__init__()
         _check("d_width", width, width >= 1, "an integer >= 1")
@@ -228,7 +264,7 @@ class ConvDiscriminator(nn.Module):
         _check("pack", pack, pack >= 1, "an integer >= 1")
         self.config = dict(
             channels=channels, resolution=resolution, width=width,
-            extra_layers=extra_layers, norm=norm, pack=pack,
+            extra_layers=extra_layers, norm=norm, pack=pack, mbstd=mbstd,
         )
         self.pack = pack
         base, upsamplings = conv_layout(resolution)
@@ -244,6 +280,9 @@ class ConvDiscriminator(nn.Module):
             layers.append(_spectral(nn.Conv2d(hidden, out, 4, 2, 1, bias=first or norm != "batch"), norm))
             layers += [nn.Identity() if first else _norm2d(norm, out), nn.LeakyReLU(0.2, True)]
             hidden = out
+        if mbstd:
+            layers.append(MinibatchStd(mbstd))
+            hidden += 1
         layers.append(_spectral(nn.Conv2d(hidden, 1, base, 1, 0), norm))
         self.net = nn.Sequential(*layers)
 

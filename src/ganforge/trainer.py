@@ -158,14 +158,14 @@ def build_networks(config: Config, dataset: Dataset) -> tuple[nn.Module, nn.Modu
     if config.arch == "conv":
         channels, size = dataset.sample_shape[0], dataset.sample_shape[-1]
         generator = ConvGenerator(config.latent_dim, channels, size, config.g_width, config.g_extra_layers, config.g_norm)
-        discriminator = ConvDiscriminator(channels, size, config.d_width, config.d_extra_layers, config.d_norm, config.pack)
+        discriminator = ConvDiscriminator(channels, size, config.d_width, config.d_extra_layers, config.d_norm, config.pack, config.d_mbstd)
         init_weights(generator)
         init_weights(discriminator)
     else:
         shape = list(dataset.sample_shape)
         output = "tanh" if dataset.kind == "images" else "linear"
         generator = MLPGenerator(config.latent_dim, shape, config.g_width, config.g_depth, config.g_norm, output)
-        discriminator = MLPDiscriminator(shape, config.d_width, config.d_depth, config.d_norm, config.pack)
+        discriminator = MLPDiscriminator(shape, config.d_width, config.d_depth, config.d_norm, config.pack, config.d_mbstd)
     return generator, discriminator
 
 
@@ -186,6 +186,12 @@ class Trainer:
                 f"expected a multiple of {world * config.pack}"
             )
         self.local_batch = config.batch_size // world
+        rows = self.local_batch // config.pack  # the discriminator's batch in each process
+        if config.d_mbstd and rows > config.d_mbstd and rows % config.d_mbstd:
+            raise GanforgeError(
+                f"d_mbstd={config.d_mbstd} does not divide the discriminator's batch of {rows} rows per process "
+                f"(batch_size={config.batch_size}, {world} processes, pack={config.pack}): expected a divisor of {rows}"
+            )
         self.speed = speed = resolve_speed(config, device)
         torch.manual_seed(config.seed)
         generator, discriminator = build_networks(config, dataset)
