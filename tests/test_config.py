@@ -226,6 +226,14 @@ def test_diff_ignores_keys_that_only_steer_the_run():
     assert diff(saved, dataclasses.replace(config, lr_g=0.5)) == ["lr_g: 0.001 -> 0.5"]
 
 
+def test_a_config_saved_before_a_key_existed_reads_as_that_keys_old_behaviour():
+    """A run saved before d_mbstd existed ran without it: it resumes with d_mbstd=0, not with 4."""
+    config = resolve(make_config({"data": "ring8"}), "vectors", (2,), "ring8")
+    saved = {k: v for k, v in dataclasses.asdict(config).items() if k != "d_mbstd"}
+    assert diff(saved, config) == []
+    assert diff(saved, dataclasses.replace(config, d_mbstd=4)) == ["d_mbstd: 0 -> 4"]
+
+
 def test_every_field_has_a_command_line_flag_and_help():
     from ganforge.cli import KEY_HELP
 

@@ -109,6 +109,10 @@ RESUMABLE_CHANGES = {
 # hold them (a saved config.json is a valid config file); they are recomputed, not read.
 DERIVED = ("world_size", "batch_per_process")
 
+# Keys added after run folders were saved, with the value that computes what those runs did:
+# a saved config.json without one reads as that value, so an older run still resumes.
+ADDED_KEYS = {"d_mbstd": 0}
+
 _TYPES = typing.get_type_hints(Config)
 
 
@@ -304,4 +308,5 @@ def resolve(config: Config, kind: str, sample_shape: tuple[int, ...], run_name: 
 def diff(saved: dict, current: Config) -> list[str]:
     """Keys (outside RESUMABLE_CHANGES) whose values differ between a saved and a current config."""
     now = dataclasses.asdict(current)
+    saved = {**ADDED_KEYS, **saved}
     return [f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k]]
