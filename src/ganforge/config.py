@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from ganforge.errors import GanforgeError
+from ganforge.nets import mbstd_group
 from ganforge.presets import PRESETS
 
 
@@ -257,8 +258,8 @@ def validate(config: Config) -> None:
     if config.batch_size is not None and config.pack is not None:
         _require(config.batch_size % config.pack == 0, "batch_size", config.batch_size, f"a multiple of pack={config.pack}")
         rows = config.batch_size // config.pack  # the discriminator's batch
-        if config.d_mbstd and rows > config.d_mbstd:
-            _require(rows % config.d_mbstd == 0, "d_mbstd", config.d_mbstd, f"a divisor of batch_size / pack = {rows}")
+        if config.d_mbstd:
+            _require(mbstd_group(config.d_mbstd, rows) is not None, "d_mbstd", config.d_mbstd, f"a divisor of batch_size / pack = {rows}")
 
 
 def preset_name(config: Config, kind: str, sample_shape: tuple[int, ...]) -> str:

@@ -66,6 +66,12 @@ def _check(name: str, value: object, ok: bool, expected: str) -> None:
         raise GanforgeError(f"{name}={value!r} is invalid: expected {expected}")
 
 
+def mbstd_group(group: int, rows: int) -> int | None:
+    """The group size `MinibatchStd(group)` uses on a batch of `rows` (all of them when fewer), or None if it does not divide them."""
+    size = min(group, rows)
+    return size if rows % size == 0 else None
+
+
 class MinibatchStd(nn.Module):
     """Appends one feature: how much the samples of a group differ (ProGAN's minibatch standard deviation).
 
@@ -83,8 +89,8 @@ class MinibatchStd(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch = x.shape[0]
-        group = min(self.group, batch)
-        if batch % group:
+        group = mbstd_group(self.group, batch)
+        if group is None:
             raise GanforgeError(
                 f"d_mbstd={self.group} is invalid for a discriminator batch of {batch} rows: "
                 "expected a group size that divides it"

@@ -28,7 +28,7 @@ from ganforge.errors import GanforgeError, TrainingDiverged
 from ganforge.evaluate import TrainingEvaluation, is_better
 from ganforge.export import SampleableGenerator, export_generator
 from ganforge.losses import get_loss
-from ganforge.nets import ConvDiscriminator, ConvGenerator, MLPDiscriminator, MLPGenerator, build_network, init_weights
+from ganforge.nets import ConvDiscriminator, ConvGenerator, MLPDiscriminator, MLPGenerator, build_network, init_weights, mbstd_group
 from ganforge.noise import NoiseSampler
 from ganforge.plots import save_samples
 from ganforge.steps import FP32, discriminator_step, frozen, generator_step
@@ -187,7 +187,7 @@ class Trainer:
             )
         self.local_batch = config.batch_size // world
         rows = self.local_batch // config.pack  # the discriminator's batch in each process
-        if config.d_mbstd and rows > config.d_mbstd and rows % config.d_mbstd:
+        if config.d_mbstd and mbstd_group(config.d_mbstd, rows) is None:
             raise GanforgeError(
                 f"d_mbstd={config.d_mbstd} does not divide the discriminator's batch of {rows} rows per process "
                 f"(batch_size={config.batch_size}, {world} processes, pack={config.pack}): expected a divisor of {rows}"
