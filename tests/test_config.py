@@ -203,13 +203,13 @@ def test_conv_on_vectors_is_an_error():
         resolve(make_config({"data": "ring8", "arch": "conv"}), "vectors", (2,), "ring8")
 
 
-@pytest.mark.parametrize(("data", "kind", "shape", "pack", "batch", "best"), [
-    ("digits", "images", (1, 8, 8), 1, 64, "fd"), ("ring8", "vectors", (2,), 1, 512, "reverse_kl"),
-    ("stackedmnist:mnist", "images", (3, 28, 28), 2, 128, "kl"), ("mnist:mnist", "images", (1, 28, 28), 1, 64, "fd"),
+@pytest.mark.parametrize(("data", "kind", "shape", "batch", "r1_every", "best"), [
+    ("digits", "images", (1, 8, 8), 64, 1, "fd"), ("ring8", "vectors", (2,), 512, 8, "reverse_kl"),
+    ("stackedmnist:mnist", "images", (3, 28, 28), 128, 16, "kl"), ("mnist:mnist", "images", (1, 28, 28), 64, 1, "fd"),
 ])
-def test_stacked_mnist_packs_pairs_in_larger_batches_by_default_and_keeps_the_best_kl(data, kind, shape, pack, batch, best):
+def test_stacked_mnist_takes_larger_batches_and_lazier_r1_by_default_and_keeps_the_best_kl(data, kind, shape, batch, r1_every, best):
     config = resolve(make_config({"data": data}), kind, shape, "run")
-    assert (config.pack, config.batch_size, config.best_metric) == (pack, batch, best)
+    assert (config.pack, config.batch_size, config.r1_every, config.best_metric) == (1, batch, r1_every, best)
     assert resolve(make_config({"data": data, "pack": 4}), kind, shape, "run").pack == 4
 
 
@@ -244,7 +244,8 @@ def test_flag_help_reads_the_auto_values_from_the_presets(monkeypatch, capsys):
     from ganforge import presets
     from ganforge.cli import main
 
-    assert presets.auto_values("pack") == "auto: 2 for Stacked MNIST, else 1"
+    assert presets.auto_values("pack") == "auto: 1"
+    assert presets.auto_values("r1_every") == "auto: 8 for ring8 and grid25, 16 for Stacked MNIST, else 1"
     assert presets.auto_values("ema_decay") == "auto: 0.999"
     assert presets.auto_values("steps").startswith("auto: 7,000 for ring8, 16,000 for grid25, ")
     # A preset's new value shows in the help, with no second copy to keep in step.
