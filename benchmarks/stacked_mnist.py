@@ -2,7 +2,7 @@
 
 Trains on `stackedmnist:PATH` (three independent MNIST digits as R, G, B: 1,000 modes)
 with ganforge's `stackedmnist` preset (DCGAN-sized nets, a discriminator learning twice
-as fast as the generator, an R1 penalty every 16th D step, batches of 128, 18,000 steps,
+as fast as the generator, an R1 penalty every 16th D step, batches of 128, 15,000 steps,
 the last 30 % decaying, no packing) in bf16, any key overridable with `--set`
 (`--pack`, `--steps`: shorthands); draws 26,000 samples from each exported generator,
 reads each channel with the shipped `mnist28` classifier and reports the modes captured
