@@ -207,7 +207,7 @@ def test_conv_on_vectors_is_an_error():
     ("digits", "images", (1, 8, 8), 64, 1, 10_000, "fd"), ("ring8", "vectors", (2,), 512, 8, 7_000, "reverse_kl"),
     ("stackedmnist:mnist", "images", (3, 28, 28), 128, 16, 15_000, "kl"), ("mnist:mnist", "images", (1, 28, 28), 64, 1, 10_000, "fd"),
 ])
-def test_stacked_mnist_takes_larger_batches_and_lazier_r1_by_default_and_keeps_the_best_kl(data, kind, shape, batch, r1_every, steps, best):
+def test_stacked_mnist_takes_larger_batches_lazier_r1_its_own_steps_and_keeps_the_best_kl(data, kind, shape, batch, r1_every, steps, best):
     # Stacked MNIST's 15,000 steps are what fits its 30-minute budget on 2 CPU cores (README).
     config = resolve(make_config({"data": data}), kind, shape, "run")
     assert (config.pack, config.batch_size, config.r1_every, config.steps, config.best_metric) == (1, batch, r1_every, steps, best)

@@ -52,7 +52,7 @@ PRESETS: dict[str, dict] = {
 # every 16th D step), batches of 128 and 15,000 steps, the last 30 % decaying, and no packing. Seeds 0-2:
 # KL 0.046, 0.048, 0.051 (mean 0.048), 27 minutes of training alone on 2 CPU cores (seed 0); 18,000 steps
 # gave 0.042-0.048 (mean 0.045) but took 33 minutes alone, past the 30-minute budget. PacGAN packing of 2
-# with R1 every 4th step and 20,000 steps (the preset before; packing pairs halves D's batch) gave 0.052;
+# with R1 every 4th step and 20,000 steps (an earlier preset; packing pairs halves D's batch) gave 0.052;
 # the images preset scored 0.198 (one seed, 10,000 steps, pack 2).
 PRESETS["stackedmnist"] = dict(
     PRESETS["images"], pack=1, batch_size=128, steps=15_000, lr_d=4e-4, lr_decay=0.3, r1_gamma=1.0, r1_every=16, best_metric="kl"
