@@ -12,7 +12,7 @@ Prints mean ± standard error over the seeds as a Markdown table beside the publ
 
     python benchmarks/stacked_mnist.py --threads 2 --seeds 2            # one of the README's rows
     python benchmarks/stacked_mnist.py --steps 300 --seeds 0 --json stacked.json
-    python benchmarks/stacked_mnist.py --pack 2 --set r1_every=4 --steps 20000   # the preset before
+    python benchmarks/stacked_mnist.py --pack 2 --set r1_every=4 --steps 20000   # an earlier preset
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mnist", type=Path, default=Path("../shared/data/mnist"), help="folder of the MNIST IDX files")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default: 0 1 2)")
     parser.add_argument("--steps", type=int, help=f"generator steps (default {PRESETS['stackedmnist']['steps']:,})")
-    parser.add_argument("--pack", type=int, help="PacGAN packing (default 1: none, a plain DCGAN's D)")
+    parser.add_argument("--pack", type=int, help=f"PacGAN packing (default {PRESETS['stackedmnist']['pack']}; 1 is none, a plain DCGAN's D)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other config key, e.g. --set lr_d=0.0004")
     parser.add_argument("--n", type=int, default=STACKED_SAMPLES, help="generated samples to score (default 26,000)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
