@@ -26,7 +26,7 @@ import ganforge
 from _common import machine
 from ganforge.config import make_config
 from ganforge.evaluate import cache_dir, evaluate, reference_dataset
-from ganforge.train import train
+from ganforge.training import train
 
 COLUMNS = ("fd", "kid_mean", "precision", "recall", "density", "coverage", "classes_covered", "class_kl")
 

@@ -28,7 +28,7 @@ def worker(args: argparse.Namespace) -> None:
     from ganforge import distributed
     from ganforge.config import make_config, parse_overrides, resolve
     from ganforge.data import load_dataset
-    from ganforge.trainer import Trainer
+    from ganforge.training.state import Trainer
 
     device = distributed.init(args.device)
     config = make_config({"data": args.data, "device": args.device, "batch_size": args.batch_size}, parse_overrides(args.overrides))

@@ -33,7 +33,7 @@ from ganforge.config import make_config, parse_overrides
 from ganforge.data import load_dataset
 from ganforge.evaluate import STACKED_SAMPLES, evaluate
 from ganforge.presets import PRESETS
-from ganforge.train import train
+from ganforge.training import train
 
 # On top of the `stackedmnist` preset (src/ganforge/presets.py); the README has the settings studied.
 SETTINGS = {"precision": "bf16"}

@@ -46,8 +46,8 @@ from ganforge.data import load_dataset  # noqa: E402
 from ganforge.data.dataset import Dataset  # noqa: E402
 from ganforge.data.images import IMAGE_TRANSFORM  # noqa: E402
 from ganforge.steps import generator_step  # noqa: E402
-from ganforge.train import _Tally  # noqa: E402
-from ganforge.trainer import Trainer, build_networks, pick_device  # noqa: E402
+from ganforge.training.guard import Tally  # noqa: E402
+from ganforge.training.state import Trainer, build_networks, pick_device  # noqa: E402
 
 MNIST = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist"
 # Dense bf16 tensor-core peak in TFLOP/s, for model-FLOPs utilisation (MFU).
@@ -78,12 +78,12 @@ def case_data(case: str, batch_size: int | None) -> tuple[dict, Dataset]:
 
 
 class GanforgeLoop:
-    """ganforge's training iteration, bookkept as `ganforge.train` does (guard on, log every log_every)."""
+    """ganforge's training iteration, bookkept as the training loop does (guard on, log every log_every)."""
 
     def __init__(self, config, dataset: Dataset, device: torch.device) -> None:
         self.trainer = Trainer(config, dataset, device, say=lambda message: print(message, file=sys.stderr))
         dataset.to(device)
-        self.tally = _Tally(device, config.max_nonfinite_steps)
+        self.tally = Tally(device, config.max_nonfinite_steps)
         self.guard, self.log_every = config.max_nonfinite_steps > 0, config.log_every
 
     def run(self, iterations: int) -> None:
@@ -257,7 +257,7 @@ def measure(case: str, batch_size: int | None, args: argparse.Namespace) -> dict
     g_frozen, g_unfrozen = generator_step_rates(ganforge, args.seconds / 2, args.rounds)
     peak_tflops = next((v for k, v in PEAK_BF16_TFLOPS.items() if device.type == "cuda" and k in torch.cuda.get_device_name(device)), None)
     tflops = {name: flops[name] * rate[name] / config.batch_size / 1e12 for name in loops}
-    speed = ganforge.trainer.speed
+    speed = ganforge.training.state.speed
     return {
         "case": case,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",

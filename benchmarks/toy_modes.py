@@ -32,7 +32,7 @@ from ganforge.config import make_config, parse_overrides
 from ganforge.data.toy import mixture_modes
 from ganforge.metrics import mixture_mode_stats
 from ganforge.presets import PRESETS
-from ganforge.train import train
+from ganforge.training import train
 
 DATASETS = ("ring8", "grid25")
 SAMPLES = 2500

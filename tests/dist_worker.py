@@ -16,7 +16,7 @@ import torch.distributed as dist
 from ganforge import distributed
 from ganforge.config import make_config, parse_overrides, resolve
 from ganforge.data import load_dataset
-from ganforge.trainer import Trainer
+from ganforge.training.state import Trainer
 
 
 def flat_parameters(trainer: Trainer) -> torch.Tensor:

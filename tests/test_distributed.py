@@ -22,8 +22,8 @@ from ganforge.checkpoint import load_checkpoint
 from ganforge.config import make_config, resolve
 from ganforge.data import load_dataset
 from ganforge.errors import GanforgeError
-from ganforge.train import STOP_CHECK_EVERY
-from ganforge.trainer import Trainer
+from ganforge.training.duties import STOP_CHECK_EVERY
+from ganforge.training.state import Trainer
 from helpers import PYTHON, subprocess_env
 
 HERE = Path(__file__).parent

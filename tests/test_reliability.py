@@ -33,7 +33,7 @@ from torch import nn
 import ganforge.checkpoint as checkpoint_module
 import ganforge.export as export_module
 import ganforge.rundir as rundir_module
-import ganforge.train as train_module
+import ganforge.training.loop as train_module
 from ganforge.checkpoint import list_checkpoints, load_checkpoint
 from ganforge.data import load_dataset
 from ganforge.export import load_generator

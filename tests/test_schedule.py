@@ -8,7 +8,7 @@ import torch
 
 from ganforge.config import make_config, resolve
 from ganforge.data import load_dataset
-from ganforge.trainer import Trainer, lr_factor
+from ganforge.training.state import Trainer, lr_factor
 
 
 def test_lr_factor_is_one_then_falls_linearly_to_one_step_short_of_zero():
@@ -77,7 +77,7 @@ def test_a_decaying_run_restored_mid_decay_continues_exactly(tmp_path):
 
 @pytest.mark.parametrize(("r1_every", "d_steps"), [(1, 1), (3, 1), (4, 2)])
 def test_lazy_r1_applies_the_penalty_every_nth_discriminator_step_n_times_as_strong(tmp_path, monkeypatch, r1_every, d_steps):
-    import ganforge.trainer as trainer_module
+    import ganforge.training.state as trainer_module
 
     torch.set_num_threads(1)
     dataset = load_dataset("ring8")

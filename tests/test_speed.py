@@ -15,14 +15,14 @@ import pytest
 import torch
 from torch import nn
 
-import ganforge.trainer as trainer_module
+import ganforge.training.state as trainer_module
 from ganforge.config import diff, load_yaml, make_config, resolve
 from ganforge.data import load_dataset
 from ganforge.errors import GanforgeError
 from ganforge.losses import get_loss
 from ganforge.noise import NoiseSampler
 from ganforge.steps import discriminator_step, generator_step
-from ganforge.trainer import Trainer, pick_device
+from ganforge.training.state import Trainer, pick_device
 
 TINY = {"device": "cpu", "batch_size": 16, "g_width": 4, "d_width": 4, "ema_decay": 0.9}
 

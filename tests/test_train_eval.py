@@ -91,7 +91,7 @@ def test_the_trainer_restores_a_best_only_if_measured_by_its_best_metric(tmp_pat
 
     from ganforge.config import make_config, resolve
     from ganforge.data import load_dataset
-    from ganforge.trainer import Trainer
+    from ganforge.training.state import Trainer
 
     dataset = load_dataset("ring8")
     config = resolve(make_config({"data": "ring8", "out": str(tmp_path), "best_metric": metric, "g_width": 4, "d_width": 4}),

@@ -205,7 +205,7 @@ def _without_nproc(argv: list[str]) -> list[str]:
 
 def _train(args: argparse.Namespace, argv: list[str]) -> int:
     from ganforge import distributed
-    from ganforge.train import train
+    from ganforge.training import train
 
     if args.nproc < 1:
         raise GanforgeError(f"--nproc {args.nproc} is invalid: expected an integer >= 1")
@@ -231,7 +231,7 @@ def _sample(args: argparse.Namespace) -> int:
 
     from ganforge.export import load_generator
     from ganforge.plots import save_samples, to_image
-    from ganforge.trainer import pick_device
+    from ganforge.training.state import pick_device
 
     if args.n < 1:
         raise GanforgeError(f"--n {args.n} is invalid: expected an integer >= 1")
@@ -266,7 +266,7 @@ def _eval(args: argparse.Namespace) -> int:
     import json
 
     from ganforge.evaluate import cache_dir, evaluate_run
-    from ganforge.trainer import pick_device
+    from ganforge.training.state import pick_device
 
     if args.n is not None and args.n < 2:
         raise GanforgeError(f"--n {args.n} is invalid: expected an integer >= 2")

@@ -1,0 +1,236 @@
+"""The training loop: runs a `Trainer`'s iterations and, at each boundary, hands the step to
+the duties (`duties.py`): log, samples, evaluation, checkpoint.
+
+`train` is the entry point (`ganforge train`, torchrun workers and the Python API alike):
+load the data, resolve the config, prepare the run folder (resume, or refuse), then loop.
+Every scalar it logs, and the divergence guard's counts, stay on the device until a log
+interval or a checkpoint (`guard.Tally`), so the hot path never waits for the device.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from ganforge import distributed, rundir
+from ganforge.checkpoint import latest_checkpoint
+from ganforge.config import Config, resolve
+from ganforge.data import Dataset, load_dataset
+from ganforge.errors import DistributedFailure, GanforgeError
+from ganforge.evaluate import TrainingEvaluation
+from ganforge.training.duties import DUTIES, Tick, agree_on_stop, roll_back_if_diverged
+from ganforge.training.guard import DivergenceGuard, Tally
+from ganforge.training.metrics_log import MetricsLog
+from ganforge.training.state import Trainer, cpu_threads, pick_device, torch_threads
+
+
+def run_name(spec: str) -> str:
+    """The default run folder's name for a data spec: runs/<name>."""
+    for prefix in ("mnist", "stackedmnist"):
+        if spec.startswith(prefix + ":"):
+            return prefix
+    return Path(spec).stem if ("/" in spec or "." in spec) else spec
+
+
+def train(config: Config, new: bool = False, progress: bool = True, say=print) -> Path:
+    """Trains a GAN as `config` says, in its run folder; resumes that folder's last checkpoint.
+
+    Returns the run folder. Raises GanforgeError for bad input before anything is written,
+    TrainingDiverged when the divergence guard gives up, KeyboardInterrupt after saving a
+    checkpoint on SIGINT/SIGTERM. Under torchrun, every process calls it; only the main
+    process prints and writes.
+    """
+    if not distributed.launched():
+        return _train(config, new, progress, say, None)
+    device = distributed.init(config.device)
+    if not distributed.is_main():
+        progress, say = False, (lambda message: None)
+    try:
+        return _train(config, new, progress, say, device)
+    except RuntimeError as err:
+        if not isinstance(err, dist.DistError) and not any(w in str(err) for w in ("Connection closed", "Gloo", "NCCL", "peer")):
+            raise
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise DistributedFailure(
+            f"lost contact with another training process ({first}); run the same command again to resume from the last checkpoint"
+        ) from None
+    finally:
+        distributed.close()
+
+
+def _train(config: Config, new: bool, progress: bool, say, device: torch.device | None) -> Path:
+    dataset = load_dataset(config.data, config.image_size, config.channels, config.on_bad_image)
+    skipped_files = dataset.info.get("skipped_files", [])
+    if skipped_files:
+        say(f"warning: skipped {len(skipped_files)} unreadable image file(s) (on_bad_image=skip), e.g. {skipped_files[0]}")
+    config = resolve(config, dataset.kind, dataset.sample_shape, run_name(config.data))
+    device = device or pick_device(config.device)
+    with torch_threads(cpu_threads(config, device)):
+        run = _start(config, dataset, device, new, progress, say)
+        return run if isinstance(run, Path) else _finish(run, _loop(run))
+
+
+def _prepare_everywhere(run_dir: Path, config: Config, new: bool, say, extra: dict) -> dict | None:
+    """The main process prepares the run folder; the others learn the outcome and load the same checkpoint."""
+    state, error = None, None
+    if distributed.is_main():
+        try:
+            state = rundir.prepare(run_dir, config, new, say, extra)
+        except GanforgeError as err:
+            error = err
+    message, resume_step = distributed.broadcast_object((str(error) if error else None, state["step"] if state else None))
+    if error is not None:
+        raise error
+    if message is not None:
+        raise GanforgeError(message)
+    if state is None and resume_step is not None:
+        state, _ = latest_checkpoint(run_dir)
+        if state is None or state["step"] != resume_step:
+            raise GanforgeError(f"{run_dir}: this process cannot read the checkpoint of step {resume_step}: expected a run folder all processes share")
+    return state
+
+
+def _start(config: Config, dataset: Dataset, device: torch.device, new: bool, progress: bool, say) -> Run | Path:
+    """Builds the trainer, prepares the run folder and restores its checkpoint: the Run to loop
+    over, or the run folder itself when it is already trained to `steps`."""
+    # Everything that can still refuse the config is built before the run folder is touched.
+    trainer = Trainer(config, dataset, device, say)
+    evaluation = TrainingEvaluation(config, device) if config.eval_every and distributed.is_main() else None
+    run_dir = Path(config.out)
+    extra = {"world_size": distributed.world_size(), "batch_per_process": trainer.local_batch}
+    state = _prepare_everywhere(run_dir, config, new, say, extra)
+    dataset.to(device)
+    if state is not None:
+        trainer.load_state_dict(state, say)
+    if trainer.step >= config.steps:
+        final_picture = run_dir / "samples" / "final.png"
+        if distributed.is_main() and not final_picture.exists():  # the run was stopped while drawing it
+            trainer.save_picture(trainer.sampling_generator(), final_picture)
+        say(f"{run_dir} is already trained to step {trainer.step} (steps={config.steps}); use --steps to train longer or --new to start over")
+        return run_dir
+    if trainer.step:
+        say(f"resuming {run_dir} from step {trainer.step}")
+    return Run(trainer, run_dir, evaluation, progress, say)
+
+
+class Run:
+    """What the duties share while the loop runs: the trainer, the run folder, the metrics log,
+    the guard and its tally, the training clock and the progress bar."""
+
+    def __init__(self, trainer: Trainer, run_dir: Path, evaluation: TrainingEvaluation | None, progress: bool, say) -> None:
+        self.trainer, self.config, self.device = trainer, trainer.config, trainer.device
+        self.run_dir, self.evaluation, self.say = run_dir, evaluation, say
+        self.main = distributed.is_main()
+        self.log = MetricsLog(run_dir / rundir.METRICS, writes=self.main)
+        self.tally = Tally(self.device, self.config.max_nonfinite_steps)
+        self.guard = DivergenceGuard(self.config.max_nonfinite_steps, self.config.on_divergence, run_dir)
+        self.clock = Clock(trainer.seconds, trainer.step)
+        self.bar = _progress(self.config.steps, trainer.step, progress)
+        self.final = None  # the sampling generator saved at the last step, for the final picture
+        self.notes = {"losses": "", "evaluation": ""}  # the latest log interval and evaluation, for the progress line
+
+    def show(self, **notes: str) -> None:
+        """Updates the progress line's notes (`losses=`, `evaluation=`)."""
+        self.notes.update(notes)
+        self.bar.set_postfix_str("".join(self.notes.values()))
+
+    def close(self) -> None:
+        self.log.close()
+        self.bar.close()
+
+
+class Clock:
+    """Training seconds (evaluation left out) and the steps per second of each log interval."""
+
+    def __init__(self, seconds_so_far: float, step: int) -> None:
+        now = time.perf_counter()
+        self.started = now - seconds_so_far
+        self.interval_start, self.interval_step = now, step
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+    def interval(self, step: int) -> tuple[float, float]:
+        """(training seconds so far, steps per second since the last interval), and starts a new interval."""
+        now = time.perf_counter()
+        steps_per_s = (step - self.interval_step) / (now - self.interval_start)
+        self.interval_start, self.interval_step = now, step
+        return now - self.started, steps_per_s
+
+    def pause(self, seconds: float) -> None:
+        """Leaves `seconds` (an evaluation) out of the training time and of the interval's rate."""
+        self.started += seconds
+        self.interval_start += seconds
+
+
+def _loop(run: Run) -> bool:
+    """Runs iterations to `steps`, handing each boundary to the duties; True when interrupted
+    (the checkpoint is then saved)."""
+    trainer, config = run.trainer, run.config
+    trainer.generator.train()
+    trainer.discriminator.train()
+    try:
+        with _StopRequest() as stop:
+            while trainer.step < config.steps:
+                scalars, applied = trainer.iteration(skip_nonfinite=run.guard.enabled)
+                run.tally.add(scalars, applied, trainer.step)
+                interrupted = agree_on_stop(run, stop.requested)
+                tick = Tick.after(trainer.step, config.steps, config.log_every, config.checkpoint_every, interrupted)
+                if roll_back_if_diverged(run, tick):
+                    continue
+                for duty in DUTIES:
+                    duty(run, tick)
+                if tick.interrupted:
+                    return True
+            trainer.seconds = run.clock.seconds()
+            run.final = trainer.save(run.run_dir)
+            return False
+    finally:
+        run.close()
+
+
+def _finish(run: Run, interrupted: bool) -> Path:
+    """The last word: a stopped run says how to resume (and raises KeyboardInterrupt); a finished
+    one draws its final samples and says where they are."""
+    trainer, run_dir = run.trainer, run.run_dir
+    if interrupted:
+        run.say(f"stopped at step {trainer.step}; checkpoint saved in {run_dir / 'checkpoints'}; run the same command again to resume")
+        raise KeyboardInterrupt
+    if run.final is not None:
+        trainer.save_picture(run.final, run_dir / "samples" / "final.png")
+    skipped_note = f" ({trainer.skipped_steps} steps skipped for NaN/Inf)" if trainer.skipped_steps else ""
+    run.say(
+        f"done: {trainer.step} steps in {trainer.seconds:.0f} s{skipped_note}. "
+        f"Final samples: {run_dir / 'samples' / 'final.png'}; generator: {run_dir / 'generator.safetensors'}"
+    )
+    return run_dir
+
+
+class _StopRequest:
+    """Turns SIGINT/SIGTERM into a flag the loop checks between iterations (a second SIGINT aborts)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __enter__(self) -> _StopRequest:
+        self._saved = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._saved.items():
+            signal.signal(s, handler)
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True, smoothing=0.1)
