@@ -266,6 +266,6 @@ def test_flag_help_reads_the_auto_values_from_the_presets(monkeypatch, capsys):
      ("table.csv", "table")],
 )
 def test_default_run_folder_is_named_after_the_data(spec, name):
-    from ganforge.training import run_name
+    from ganforge.data.spec import parse_spec
 
-    assert run_name(spec) == name
+    assert parse_spec(spec).name == name

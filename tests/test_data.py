@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import pathlib
 
 import numpy as np
 import pytest
@@ -478,3 +479,17 @@ def test_epoch_count_matches_drawn_samples():
     for _ in range(7):
         sampler.next()
     assert sampler.state_dict()["epoch"] == math.ceil(7 / 3) - 1
+
+
+@pytest.mark.parametrize(
+    ("spec", "source", "path"),
+    [("ring8", "mixture", None), ("grid25", "mixture", None), ("digits", "digits", None), ("mnist:data/m", "mnist", "data/m"),
+     ("stackedmnist:/x/y", "stackedmnist", "/x/y"), ("photos", "path", "photos"), ("a/b.csv", "path", "a/b.csv"),
+     ("other:thing", "path", "other:thing"), ("mnist", "path", "mnist")],
+)
+def test_one_parser_tells_what_a_data_spec_names(spec, source, path):
+    from ganforge.data.spec import parse_spec
+
+    parsed = parse_spec(spec)
+    assert parsed.source == source
+    assert parsed.path == (None if path is None else pathlib.Path(path))

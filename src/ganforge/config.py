@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from ganforge.data.spec import parse_spec
 from ganforge.errors import GanforgeError
 from ganforge.nets import mbstd_group
 from ganforge.presets import PRESETS
@@ -263,12 +264,10 @@ def validate(config: Config) -> None:
 
 
 def preset_name(config: Config, kind: str, sample_shape: tuple[int, ...]) -> str:
-    if config.data in ("ring8", "grid25"):
-        return config.data
-    if config.data == "digits":
-        return "digits"
-    if config.data.startswith("stackedmnist:"):
-        return "stackedmnist"
+    """The preset for this data: its own for the built-in data and Stacked MNIST, else one per kind."""
+    spec = parse_spec(config.data)
+    if spec.builtin or spec.source == "stackedmnist":
+        return spec.name
     return "images" if kind == "images" else "vectors"
 
 

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from ganforge.data.dataset import Dataset
 from ganforge.data.images import load_mnist
 from ganforge.data.load import load_dataset
+from ganforge.data.spec import parse_spec
 from ganforge.errors import GanforgeError
 from ganforge.features import DigitClassifier, Extracted, PixelFeatures, extract, inception_features, load_classifier
 from ganforge.metrics import (
@@ -65,13 +66,10 @@ def is_better(metric: str, value: float, best: float | None) -> bool:
 
 def domain(dataset: Dataset) -> str:
     """The kind of data, which picks default metrics: mixture, digits, mnist, stackedmnist, images or vectors."""
-    name = dataset.name
     if dataset.modes is not None:
         return "mixture"
-    for prefix in ("digits", "mnist", "stackedmnist"):
-        if name == prefix or name.startswith(prefix + ":"):
-            return prefix
-    return dataset.kind
+    source = parse_spec(dataset.name).source
+    return source if source in ("digits", "mnist", "stackedmnist") else dataset.kind
 
 
 def default_metrics(kind: str) -> tuple[str, ...]:
@@ -329,10 +327,10 @@ def evaluate(
 def reference_dataset(config: dict) -> Dataset:
     """The real data a run is judged against: MNIST's 10,000 test images for `mnist:` runs, else the training data."""
     data = config["data"]
-    if data.startswith("mnist:"):
-        folder = Path(data[len("mnist:") :]).expanduser()
+    spec = parse_spec(data)
+    if spec.source == "mnist":
         try:
-            test = load_mnist(folder, config.get("image_size"), split="test")
+            test = load_mnist(spec.path, config.get("image_size"), split="test")
             return Dataset(data, "images", test.samples, test.transform, test.labels, info={"split": "t10k"})
         except GanforgeError:
             pass  # no test files: the training images are the reference

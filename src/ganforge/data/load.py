@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from ganforge.data.dataset import Dataset
 from ganforge.data.images import load_digits, load_image_folder, load_mnist
+from ganforge.data.spec import SPEC_HELP, parse_spec
 from ganforge.data.stacked import load_stacked_mnist
 from ganforge.data.toy import load_mixture
 from ganforge.data.vectors import load_vectors
 from ganforge.errors import GanforgeError
-
-BUILTIN = ("ring8", "grid25", "digits")
-SPEC_HELP = "ring8, grid25, digits, mnist:FOLDER, stackedmnist:FOLDER, an image folder, or a .npy/.csv file"
 
 
 def load_dataset(
@@ -22,15 +18,16 @@ def load_dataset(
     on_bad_image: str = "error",
 ) -> Dataset:
     """Loads the dataset named by `spec` (see the module docstring) onto the CPU."""
-    if spec in ("ring8", "grid25"):
+    parsed = parse_spec(spec)
+    if parsed.source == "mixture":
         return load_mixture(spec)
-    if spec == "digits":
+    if parsed.source == "digits":
         return load_digits(image_size)
-    if spec.startswith("mnist:"):
-        return load_mnist(Path(spec[len("mnist:") :]).expanduser(), image_size)
-    if spec.startswith("stackedmnist:"):
-        return load_stacked_mnist(Path(spec[len("stackedmnist:") :]).expanduser(), image_size)
-    path = Path(spec).expanduser()
+    if parsed.source == "mnist":
+        return load_mnist(parsed.path, image_size)
+    if parsed.source == "stackedmnist":
+        return load_stacked_mnist(parsed.path, image_size)
+    path = parsed.path
     if path.is_dir():
         return load_image_folder(path, image_size, channels, on_bad_image)
     if path.suffix.lower() in (".npy", ".csv"):

@@ -9,6 +9,6 @@
   training iteration, the two GAN steps of `ganforge.steps`.
 """
 
-from ganforge.training.loop import run_name, train
+from ganforge.training.loop import train
 
-__all__ = ["run_name", "train"]
+__all__ = ["train"]

@@ -20,20 +20,13 @@ from ganforge import distributed, rundir
 from ganforge.checkpoint import latest_checkpoint
 from ganforge.config import Config, resolve
 from ganforge.data import Dataset, load_dataset
+from ganforge.data.spec import parse_spec
 from ganforge.errors import DistributedFailure, GanforgeError
 from ganforge.evaluate import TrainingEvaluation
 from ganforge.training.duties import DUTIES, Tick, agree_on_stop, roll_back_if_diverged
 from ganforge.training.guard import DivergenceGuard, Tally
 from ganforge.training.metrics_log import MetricsLog
 from ganforge.training.state import Trainer, cpu_threads, pick_device, torch_threads
-
-
-def run_name(spec: str) -> str:
-    """The default run folder's name for a data spec: runs/<name>."""
-    for prefix in ("mnist", "stackedmnist"):
-        if spec.startswith(prefix + ":"):
-            return prefix
-    return Path(spec).stem if ("/" in spec or "." in spec) else spec
 
 
 def train(config: Config, new: bool = False, progress: bool = True, say=print) -> Path:
@@ -67,7 +60,7 @@ def _train(config: Config, new: bool, progress: bool, say, device: torch.device 
     skipped_files = dataset.info.get("skipped_files", [])
     if skipped_files:
         say(f"warning: skipped {len(skipped_files)} unreadable image file(s) (on_bad_image=skip), e.g. {skipped_files[0]}")
-    config = resolve(config, dataset.kind, dataset.sample_shape, run_name(config.data))
+    config = resolve(config, dataset.kind, dataset.sample_shape, parse_spec(config.data).name)
     device = device or pick_device(config.device)
     with torch_threads(cpu_threads(config, device)):
         run = _start(config, dataset, device, new, progress, say)
