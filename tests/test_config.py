@@ -235,10 +235,21 @@ def test_a_config_saved_before_a_key_existed_reads_as_that_keys_old_behaviour():
     assert diff(saved, dataclasses.replace(config, d_mbstd=4)) == ["d_mbstd: 0 -> 4"]
 
 
-def test_every_field_has_a_command_line_flag_and_help():
-    from ganforge.cli import KEY_HELP
+def test_every_field_has_a_command_line_flag_and_help(monkeypatch, capsys):
+    from ganforge.cli import main
+    from ganforge.config import CHOICES, key_help
+    from ganforge.losses import LOSSES
+    from ganforge.nets import D_NORMS
 
-    assert set(KEY_HELP) == set(field_names())
+    monkeypatch.setenv("COLUMNS", "1000")
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    shown = capsys.readouterr().out
+    for name in field_names():
+        assert f"--{name} VALUE" in shown and key_help(name) in shown and len(key_help(name)) > 10
+    # Allowed values come from the registries the keys name, and show in the help.
+    assert CHOICES["loss"] == tuple(LOSSES) and CHOICES["d_norm"] == D_NORMS
+    assert "the GAN loss; one of " + ", ".join(LOSSES) in shown
 
 
 def test_flag_help_reads_the_auto_values_from_the_presets(monkeypatch, capsys):
@@ -255,9 +266,8 @@ def test_flag_help_reads_the_auto_values_from_the_presets(monkeypatch, capsys):
     monkeypatch.setenv("COLUMNS", "1000")
     with pytest.raises(SystemExit):
         main(["train", "--help"])
-    assert "samples per batch (real and generated) (auto: 128 for other vectors and Stacked MNIST, 96 for other images and digits, else 512)" in (
-        capsys.readouterr().out
-    )
+    expected = "(auto: 128 for other vectors and Stacked MNIST, 96 for other images and digits, else 512)"
+    assert f"samples per batch (real and generated); the global batch under torchrun {expected}" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

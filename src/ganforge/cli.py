@@ -14,71 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ganforge.config import Config, field_names, load_yaml, make_config, parse_overrides, unknown_key
+from ganforge.config import Config, field_names, key_help, load_yaml, make_config, parse_overrides, unknown_key
 from ganforge.errors import GanforgeError
-from ganforge.presets import PRESETS, auto_values
-
-KEY_HELP = {
-    "data": "dataset: ring8, grid25, digits (default), mnist:FOLDER, an image folder, or a .npy/.csv file of vectors",
-    "image_size": "images: side in pixels after resize/centre-crop (default: the data's own; 8, 16, 28, 32, 64, ...)",
-    "channels": "images: 1 (grey) or 3 (RGB) (default: 1 if every image is grey)",
-    "on_bad_image": "error (default) or skip: what an unreadable image file in a folder does",
-    "arch": "network pair: mlp or conv",
-    "latent_dim": "noise dimension (default: lower than the data's: 1 for 2D, 32 for digits, ...)",
-    "noise": "noise distribution: normal (default) or uniform on [-1, 1]",
-    "g_width": "generator width: hidden units (mlp) or base channels (conv)",
-    "d_width": "discriminator width: hidden units (mlp) or base channels (conv)",
-    "g_depth": "mlp generator: hidden layers",
-    "d_depth": "mlp discriminator: hidden layers",
-    "g_extra_layers": "conv generator: extra 3x3 layers at full resolution",
-    "d_extra_layers": "conv discriminator: extra 3x3 layers at full resolution",
-    "g_norm": "generator normalisation: batch or none",
-    "d_norm": "discriminator normalisation: batch, none or spectral (spectral norm on every layer)",
-    "d_mbstd": "minibatch standard deviation in the discriminator (ProGAN): group size, e.g. 4; 0 turns it off",
-    "pack": "PacGAN packing: samples the discriminator judges jointly",
-    "loss": "minimax, nonsaturating (default), wasserstein, hinge or least_squares",
-    "gp_weight": "WGAN-GP gradient penalty weight (default 0: off)",
-    "r1_gamma": "R1 penalty on real data, weighted gamma/2; 0 turns it off",
-    "r1_every": "lazy R1: apply the penalty on every Nth discriminator step, N times as strong",
-    "steps": "generator steps to train for",
-    "batch_size": "samples per batch (real and generated)",
-    "d_steps_per_g_step": "discriminator steps per generator step (default 1)",
-    "lr_g": "generator learning rate (Adam)",
-    "lr_d": "discriminator learning rate (Adam)",
-    "lr_decay": "final fraction of the steps over which both learning rates fall linearly to 0",
-    "beta1": "Adam beta1",
-    "beta2": "Adam beta2",
-    "ema_decay": "moving average of the generator's weights used for samples and export; 0 turns it off",
-    "seed": "random seed (default 0)",
-    "precision": "fp32 (default), bf16 or fp16: autocast for the networks; losses and penalties stay fp32",
-    "compile": "off (default), on (torch.compile each network) or graphs (also CUDA graphs); eager where compiling fails",
-    "channels_last": "conv nets: NHWC memory layout (auto: on for conv nets)",
-    "threads": "torch's CPU threads for the run, e.g. threads=1 for several runs side by side (auto: one per core, or OMP_NUM_THREADS)",
-    "device": "auto (default: cuda if available), cpu, cuda or cuda:N",
-    "sync_batchnorm": "true: synchronised BatchNorm across GPUs under torchrun (default false: per-process "
-    "statistics, averaged across processes before sampling and saving)",
-    "max_nonfinite_steps": "divergence guard: steps with NaN/Inf loss or gradients are skipped; this many in a row "
-    "trigger on_divergence (default 20; 0 turns the guard and its per-step check off)",
-    "on_divergence": "stop (default: exit with code 3, last good checkpoint kept) or rollback (to the last checkpoint, "
-    "with fresh noise and batches, at most 3 times)",
-    "out": "run folder (default: runs/<dataset>); an existing run of the same config resumes",
-    "log_every": "steps between metrics.jsonl lines and progress updates",
-    "sample_every": "steps between sample images in OUT/samples",
-    "checkpoint_every": "steps between checkpoints in OUT/checkpoints",
-    "keep_checkpoints": "how many recent checkpoints to keep (default 2)",
-    "eval_every": "steps between evaluations during training (the metrics of `ganforge eval`), logged to metrics.jsonl "
-    "and shown in the progress line (default 0: off)",
-    "eval_n": "generated samples per evaluation (auto: 2,500 for 2D mixtures, 26,000 for Stacked MNIST, else up to 10,000)",
-    "best_metric": "metric that keeps the best generator in OUT/best and its state in OUT/checkpoints/best.pt",
-}
-
-
-def _key_help(name: str) -> str | None:
-    """A key's flag help; the keys every preset sets end with the presets' values, read from PRESETS."""
-    if all(name in preset for preset in PRESETS.values()):
-        return f"{KEY_HELP[name]} ({auto_values(name)})"
-    return KEY_HELP.get(name)
-
 
 TRAIN_EXAMPLES = """examples:
   ganforge train                                   # digits, about 2 minutes on 2 CPU cores -> runs/digits
@@ -132,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     keys = train.add_argument_group("config keys (flags, key=value or YAML)")
     for name in field_names():
         flags = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
-        keys.add_argument(*flags, dest=f"key_{name}", metavar="VALUE", help=_key_help(name))
+        keys.add_argument(*flags, dest=f"key_{name}", metavar="VALUE", help=key_help(name))
 
     sample = commands.add_parser(
         "sample", help="draw samples from a trained run", epilog=SAMPLE_EXAMPLES,

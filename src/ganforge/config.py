@@ -12,87 +12,97 @@ import dataclasses
 import difflib
 import math
 import typing
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import yaml
 
-from ganforge.data.spec import parse_spec
+from ganforge.data.spec import SPEC_HELP, parse_spec
 from ganforge.errors import GanforgeError
-from ganforge.nets import mbstd_group
-from ganforge.presets import PRESETS
+from ganforge.losses import LOSSES
+from ganforge.nets import ARCHITECTURES, D_NORMS, NORMS, mbstd_group
+from ganforge.noise import DISTRIBUTIONS
+from ganforge.presets import PRESETS, auto_values
+
+
+def key(default: object, help: str, choices: tuple | None = None):
+    """A config field: its default, its flag help and (for a key of a few values) its allowed values.
+
+    Each key is declared once, here; the flag help, validation and `CHOICES` read from it.
+    """
+    return field(default=default, metadata={"help": help, "choices": choices})
 
 
 @dataclass
 class Config:
     # Data
-    data: str = "digits"  # ring8 | grid25 | digits | mnist:FOLDER | image folder | .npy/.csv file
-    image_size: int | None = None  # images: side in pixels (auto: the data's own)
-    channels: int | None = None  # images: 1 or 3 (auto: 1 if every image is grey)
-    on_bad_image: str = "error"  # error | skip: what an unreadable image file does
+    data: str = key("digits", f"dataset: {SPEC_HELP}")
+    image_size: int | None = key(None, "images: side in pixels after resize/centre-crop (auto: the data's own; 8, 16, 28, 32, 64, ...)")
+    channels: int | None = key(None, "images: 1 (grey) or 3 (RGB) (auto: 1 if every image is grey)", (1, 3))
+    on_bad_image: str = key("error", "what an unreadable image file in a folder does", ("error", "skip"))
     # Networks
-    arch: str = "auto"  # mlp | conv (auto: conv for images, mlp for vectors)
-    latent_dim: int | None = None
-    noise: str = "normal"  # normal | uniform on [-1, 1]
-    g_width: int | None = None
-    d_width: int | None = None
-    g_depth: int | None = None  # mlp: hidden layers
-    d_depth: int | None = None
-    g_extra_layers: int | None = None  # conv: 3x3 layers at full resolution
-    d_extra_layers: int | None = None
-    g_norm: str | None = None  # batch | none
-    d_norm: str | None = None  # batch | none | spectral
-    d_mbstd: int | None = None  # minibatch standard deviation in D: group size (0: off)
-    pack: int | None = None  # PacGAN: samples the discriminator judges jointly (auto: 2 for Stacked MNIST, else 1)
+    arch: str = key("auto", "network pair (auto: conv for images, mlp for vectors)", ("auto", *ARCHITECTURES))
+    latent_dim: int | None = key(None, "noise dimension (auto: lower than the data's: 1 for 2D, 32 for digits, ...)")
+    noise: str = key("normal", "noise distribution (uniform: on [-1, 1])", DISTRIBUTIONS)
+    g_width: int | None = key(None, "generator width: hidden units (mlp) or base channels (conv)")
+    d_width: int | None = key(None, "discriminator width: hidden units (mlp) or base channels (conv)")
+    g_depth: int | None = key(None, "mlp generator: hidden layers")
+    d_depth: int | None = key(None, "mlp discriminator: hidden layers")
+    g_extra_layers: int | None = key(None, "conv generator: extra 3x3 layers at full resolution")
+    d_extra_layers: int | None = key(None, "conv discriminator: extra 3x3 layers at full resolution")
+    g_norm: str | None = key(None, "generator normalisation", NORMS)
+    d_norm: str | None = key(None, "discriminator normalisation (spectral: spectral norm on every layer)", D_NORMS)
+    d_mbstd: int | None = key(None, "minibatch standard deviation in the discriminator (ProGAN): group size, e.g. 4; 0 turns it off")
+    pack: int | None = key(None, "PacGAN packing: samples the discriminator judges jointly")
     # Objective and optimisation
-    loss: str = "nonsaturating"  # minimax | nonsaturating | wasserstein | hinge | least_squares
-    gp_weight: float = 0.0  # WGAN-GP gradient penalty weight
-    r1_gamma: float | None = None  # R1 penalty on real data, weighted gamma / 2 (auto: on for the 2D mixtures)
-    r1_every: int | None = None  # lazy R1: the penalty on every Nth discriminator step, weighted N times
-    steps: int | None = None  # generator steps
-    batch_size: int | None = None
-    d_steps_per_g_step: int = 1
-    lr_g: float | None = None
-    lr_d: float | None = None
-    lr_decay: float | None = None  # final fraction of the steps over which lr_g and lr_d fall linearly to 0
-    beta1: float | None = None  # Adam
-    beta2: float | None = None
-    ema_decay: float | None = None  # exponential moving average of G's weights (0: off)
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    sync_batchnorm: bool = False  # several GPUs: BatchNorm statistics over the global batch
+    loss: str = key("nonsaturating", "the GAN loss", tuple(LOSSES))
+    gp_weight: float = key(0.0, "WGAN-GP gradient penalty weight (0: off)")
+    r1_gamma: float | None = key(None, "R1 penalty on real data, weighted gamma/2; 0 turns it off")
+    r1_every: int | None = key(None, "lazy R1: apply the penalty on every Nth discriminator step, N times as strong")
+    steps: int | None = key(None, "generator steps to train for")
+    batch_size: int | None = key(None, "samples per batch (real and generated); the global batch under torchrun")
+    d_steps_per_g_step: int = key(1, "discriminator steps per generator step")
+    lr_g: float | None = key(None, "generator learning rate (Adam)")
+    lr_d: float | None = key(None, "discriminator learning rate (Adam)")
+    lr_decay: float | None = key(None, "final fraction of the steps over which both learning rates fall linearly to 0")
+    beta1: float | None = key(None, "Adam beta1")
+    beta2: float | None = key(None, "Adam beta2")
+    ema_decay: float | None = key(None, "moving average of the generator's weights used for samples and export; 0 turns it off")
+    seed: int = key(0, "random seed")
+    device: str = key("auto", "auto (cuda if available), cpu, cuda or cuda:N")
+    sync_batchnorm: bool = key(
+        False, "true: synchronised BatchNorm across GPUs under torchrun (false: per-process statistics, averaged across processes before sampling and saving)"
+    )
     # Speed: how the same computation runs (resolved once by the Trainer)
-    precision: str = "fp32"  # fp32 | bf16 | fp16: autocast for the networks; losses and penalties stay fp32
-    compile: str = "off"  # off | on | graphs: torch.compile each network (graphs: also CUDA graphs); eager where it fails
-    channels_last: bool | None = None  # conv nets: NHWC memory layout (auto: on for conv nets)
-    threads: int | None = None  # torch's CPU threads for the run (auto: torch's choice, one per core or OMP_NUM_THREADS)
+    precision: str = key("fp32", "autocast for the networks; losses and penalties stay fp32", ("fp32", "bf16", "fp16"))
+    compile: str = key("off", "torch.compile each network (on), also with CUDA graphs (graphs); eager where compiling fails", ("off", "on", "graphs"))
+    channels_last: bool | None = key(None, "conv nets: NHWC memory layout (auto: on for conv nets)")
+    threads: int | None = key(
+        None, "torch's CPU threads for the run, e.g. threads=1 for several runs side by side (auto: one per core, or OMP_NUM_THREADS)"
+    )
     # Divergence guard
-    max_nonfinite_steps: int = 20  # consecutive NaN/Inf steps (skipped) before `on_divergence`; 0: no guard
-    on_divergence: str = "stop"  # stop | rollback (to the last checkpoint, with fresh noise and batches)
+    max_nonfinite_steps: int = key(
+        20, "divergence guard: steps with NaN/Inf loss or gradients are skipped; this many in a row trigger on_divergence (0 turns the guard off)"
+    )
+    on_divergence: str = key(
+        "stop", "stop (exit code 3, last good checkpoint kept) or rollback (to the last checkpoint, with fresh noise and batches, at most 3 times)",
+        ("stop", "rollback"),
+    )
     # Run folder
-    out: str | None = None  # auto: runs/<dataset name>
-    log_every: int | None = None  # steps between metrics.jsonl lines
-    sample_every: int | None = None  # steps between sample images
-    checkpoint_every: int | None = None  # steps between checkpoints
-    keep_checkpoints: int = 2
+    out: str | None = key(None, "run folder (auto: runs/<dataset>); an existing run of the same config resumes")
+    log_every: int | None = key(None, "steps between metrics.jsonl lines and progress updates")
+    sample_every: int | None = key(None, "steps between sample images in OUT/samples")
+    checkpoint_every: int | None = key(None, "steps between checkpoints in OUT/checkpoints")
+    keep_checkpoints: int = key(2, "how many recent checkpoints to keep")
     # Evaluation during training (the metrics of `ganforge eval`)
-    eval_every: int = 0  # steps between evaluations, logged to metrics.jsonl (0: off)
-    eval_n: int | None = None  # generated samples per evaluation (auto: as `ganforge eval`)
-    best_metric: str | None = None  # keeps checkpoints/best.pt by this metric (auto: reverse_kl for 2D mixtures, kl for Stacked MNIST, else fd)
+    eval_every: int = key(0, "steps between evaluations during training (the metrics of `ganforge eval`), logged to metrics.jsonl (0: off)")
+    eval_n: int | None = key(None, "generated samples per evaluation (auto: 2,500 for 2D mixtures, 26,000 for Stacked MNIST, else up to 10,000)")
+    best_metric: str | None = key(None, "metric that keeps the best generator in OUT/best and its state in OUT/checkpoints/best.pt")
 
 
-CHOICES = {
-    "on_bad_image": ("error", "skip"),
-    "arch": ("auto", "mlp", "conv"),
-    "noise": ("normal", "uniform"),
-    "g_norm": ("batch", "none"),
-    "d_norm": ("batch", "none", "spectral"),
-    "loss": ("minimax", "nonsaturating", "wasserstein", "hinge", "least_squares"),
-    "channels": (1, 3),
-    "on_divergence": ("stop", "rollback"),
-    "precision": ("fp32", "bf16", "fp16"),
-    "compile": ("off", "on", "graphs"),
-}
+# The allowed values of every key that has a few, from the fields (and the registries they name).
+CHOICES = {f.name: f.metadata["choices"] for f in fields(Config) if f.metadata["choices"]}
+
 # Metrics an evaluation reports, any of which can pick the best checkpoint.
 BEST_METRICS = (
     "fd", "kid_mean", "precision", "recall", "density", "coverage", "classes_covered", "class_kl", "classifier_score",
@@ -120,6 +130,22 @@ _TYPES = typing.get_type_hints(Config)
 
 def field_names() -> list[str]:
     return [f.name for f in fields(Config)]
+
+
+def key_help(name: str) -> str:
+    """A key's flag help, from its field: the text, its allowed values, and its default, which for
+    the keys every preset sets is the presets' values (read from PRESETS)."""
+    spec = next(f for f in fields(Config) if f.name == name)
+    text = spec.metadata["help"]
+    if spec.metadata["choices"]:
+        text += f"; one of {', '.join(map(str, spec.metadata['choices']))}"
+    if all(name in preset for preset in PRESETS.values()):
+        return f"{text} ({auto_values(name)})"
+    return text if spec.default is None else f"{text} (default {_shown(spec.default)})"
+
+
+def _shown(value: object) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def unknown_key(key: str, where: str) -> GanforgeError:

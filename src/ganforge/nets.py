@@ -18,6 +18,7 @@ from torch import nn
 
 from ganforge.errors import GanforgeError
 
+ARCHITECTURES = ("mlp", "conv")  # network families: MLPGenerator/MLPDiscriminator, ConvGenerator/ConvDiscriminator
 NORMS = ("batch", "none")  # the generator's
 D_NORMS = ("batch", "none", "spectral")  # the discriminator's: spectral normalisation of every layer (SNGAN)
 
