@@ -41,7 +41,7 @@ class Config:
     channels: int | None = key(None, "images: 1 (grey) or 3 (RGB) (auto: 1 if every image is grey)", (1, 3))
     on_bad_image: str = key("error", "what an unreadable image file in a folder does", ("error", "skip"))
     # Networks
-    arch: str = key("auto", "network pair (auto: conv for images, mlp for vectors)", ("auto", *ARCHITECTURES))
+    arch: str = key("auto", "network pair", ("auto", *ARCHITECTURES))
     latent_dim: int | None = key(None, "noise dimension (auto: lower than the data's: 1 for 2D, 32 for digits, ...)")
     noise: str = key("normal", "noise distribution (uniform: on [-1, 1])", DISTRIBUTIONS)
     g_width: int | None = key(None, "generator width: hidden units (mlp) or base channels (conv)")
