@@ -44,8 +44,10 @@ def test_generator_step_on_cuda_freezes_discriminator_and_matches_autograd():
     with torch.no_grad():
         for p, g in zip(params, grads):
             p -= 0.1 * g
+    # On a GPU, TF32 convolutions (10-bit mantissa) and cuDNN's choice of algorithm differ between the
+    # step and the reference by a few 1e-6 here (seen: 2.3e-6); a wrong update differs by lr * grad.
     for p, q in zip(generator.parameters(), params):
-        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(p, q, rtol=1e-3, atol=2e-5)
 
 
 def test_discriminator_step_on_cuda_leaves_generator_unchanged():
