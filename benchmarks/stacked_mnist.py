@@ -10,7 +10,7 @@ reads each channel with the shipped `mnist28` classifier and reports the modes c
 Prints mean ± standard error over the seeds as a Markdown table beside the published rows
 (Lin et al. 2018, Table 2).
 
-    python benchmarks/stacked_mnist.py --threads 2 --seeds 2            # one of the README's rows
+    python benchmarks/stacked_mnist.py --threads 2 --seeds 2            # one seed of the preset's row in docs/BENCHMARKS.md
     python benchmarks/stacked_mnist.py --steps 300 --seeds 0 --json stacked.json
     python benchmarks/stacked_mnist.py --pack 2 --set r1_every=4 --steps 20000   # an earlier preset
 """
@@ -35,7 +35,7 @@ from ganforge.evaluate import STACKED_SAMPLES, evaluate
 from ganforge.presets import PRESETS
 from ganforge.training import train
 
-# On top of the `stackedmnist` preset (src/ganforge/presets.py); the README has the settings studied.
+# On top of the `stackedmnist` preset (src/ganforge/presets.py); docs/studies/ has the settings studied.
 SETTINGS = {"precision": "bf16"}
 
 # PacGAN Table 2 (modes captured out of 1,000; KL against uniform), Stacked MNIST.

@@ -208,7 +208,7 @@ def test_conv_on_vectors_is_an_error():
     ("stackedmnist:mnist", "images", (3, 28, 28), 128, 16, 15_000, "kl"), ("mnist:mnist", "images", (1, 28, 28), 64, 1, 10_000, "fd"),
 ])
 def test_stacked_mnist_takes_larger_batches_lazier_r1_its_own_steps_and_keeps_the_best_kl(data, kind, shape, batch, r1_every, steps, best):
-    # Stacked MNIST's 15,000 steps are what fits its 30-minute budget on 2 CPU cores (README).
+    # Stacked MNIST's 15,000 steps are what fits its 30-minute budget on 2 CPU cores (docs/studies/2026-11-29-stacked-mnist-no-packing.md).
     config = resolve(make_config({"data": data}), kind, shape, "run")
     assert (config.pack, config.batch_size, config.r1_every, config.steps, config.best_metric) == (1, batch, r1_every, steps, best)
     assert resolve(make_config({"data": data, "pack": 4}), kind, shape, "run").pack == 4
