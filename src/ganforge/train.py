@@ -9,13 +9,15 @@ from __future__ import annotations
 import json
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from ganforge import distributed, rundir
+from ganforge import distributed, rundir, runlock
 from ganforge.checkpoint import latest_checkpoint
 from ganforge.config import Config, resolve
 from ganforge.data import load_dataset
@@ -42,15 +44,25 @@ class _StopRequest:
 
     def __init__(self) -> None:
         self.requested = False
+        self.saving = False
 
     def __enter__(self) -> _StopRequest:
         self._saved = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
         return self
 
     def _handle(self, signum, frame) -> None:
-        if self.requested and signum == signal.SIGINT:
+        if self.requested and signum == signal.SIGINT and not self.saving:
             raise KeyboardInterrupt
         self.requested = True
+
+    @contextmanager
+    def shielded(self) -> Iterator[None]:
+        """A save no second SIGINT cuts short: the stop it asks for comes once the checkpoint is written."""
+        self.saving = True
+        try:
+            yield
+        finally:
+            self.saving = False
 
     def __exit__(self, *exc) -> None:
         for s, handler in self._saved.items():
@@ -83,12 +95,12 @@ def train(config: Config, new: bool = False, progress: bool = True, say=print) -
         distributed.close()
 
 
-def _prepare_everywhere(run_dir: Path, config: Config, new: bool, say, extra: dict) -> dict | None:
+def _prepare_everywhere(run_dir: Path, config: Config, new: bool, say, extra: dict, trainer: Trainer) -> dict | None:
     """The main process prepares the run folder; the others learn the outcome and load the same checkpoint."""
     state, error = None, None
     if distributed.is_main():
         try:
-            state = rundir.prepare(run_dir, config, new, say, extra)
+            state = rundir.prepare(run_dir, config, new, say, extra, trainer)
         except GanforgeError as err:
             error = err
     message, resume_step = distributed.broadcast_object((str(error) if error else None, state["step"] if state else None))
@@ -110,7 +122,7 @@ def _train(config: Config, new: bool, progress: bool, say, device: torch.device 
         say(f"warning: skipped {len(skipped_files)} unreadable image file(s) (on_bad_image=skip), e.g. {skipped_files[0]}")
     config = resolve(config, dataset.kind, dataset.sample_shape, run_name(config.data))
     device = device or pick_device(config.device)
-    with torch_threads(cpu_threads(config, device)):
+    with torch_threads(cpu_threads(config, device)), runlock.hold(Path(config.out), distributed.is_main()):
         return _run(config, dataset, device, new, progress, say)
 
 
@@ -120,7 +132,7 @@ def _run(config: Config, dataset, device: torch.device, new: bool, progress: boo
     evaluation = TrainingEvaluation(config, device) if config.eval_every and distributed.is_main() else None
     run_dir = Path(config.out)
     extra = {"world_size": distributed.world_size(), "batch_per_process": trainer.local_batch}
-    state = _prepare_everywhere(run_dir, config, new, say, extra)
+    state = _prepare_everywhere(run_dir, config, new, say, extra, trainer)
     dataset.to(device)
     if state is not None:
         trainer.load_state_dict(state, say)
@@ -212,12 +224,14 @@ def _run(config: Config, dataset, device: torch.device, new: bool, progress: boo
                     bar.set_postfix_str(losses_note + eval_note)
                 if interrupted or (step % config.checkpoint_every == 0 and step != config.steps):
                     trainer.seconds = time.perf_counter() - started
-                    trainer.save(run_dir)
+                    with stop.shielded():
+                        trainer.save(run_dir)
                 if interrupted:
                     break
             if not interrupted:
                 trainer.seconds = time.perf_counter() - started
-                final = trainer.save(run_dir)
+                with stop.shielded():
+                    final = trainer.save(run_dir)
     finally:
         if metrics_file is not None:
             metrics_file.close()
@@ -228,10 +242,11 @@ def _run(config: Config, dataset, device: torch.device, new: bool, progress: boo
     if final is not None:
         trainer.save_picture(final, run_dir / "samples" / "final.png")
     skipped_note = f" ({trainer.skipped_steps} steps skipped for NaN/Inf)" if trainer.skipped_steps else ""
-    say(
-        f"done: {trainer.step} steps in {trainer.seconds:.0f} s{skipped_note}. "
-        f"Final samples: {run_dir / 'samples' / 'final.png'}; generator: {run_dir / 'generator.safetensors'}"
-    )
+    picture = run_dir / "samples" / "final.png"
+    generator = run_dir / "generator.safetensors"
+    # Vectors of more than 2 dimensions have no picture.
+    outputs = f"Final samples: {picture}; generator: {generator}" if picture.exists() else f"Generator: {generator}"
+    say(f"done: {trainer.step} steps in {trainer.seconds:.0f} s{skipped_note}. {outputs}")
     return run_dir
 
 
