@@ -17,13 +17,13 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from ganforge import distributed, rundir, runlock
+from ganforge import distributed, limits, rundir, runlock
 from ganforge.checkpoint import latest_checkpoint
 from ganforge.config import Config, resolve
 from ganforge.data import load_dataset
 from ganforge.errors import DistributedFailure, GanforgeError, TrainingDiverged
 from ganforge.evaluate import TrainingEvaluation
-from ganforge.trainer import Trainer, cpu_threads, pick_device, torch_threads
+from ganforge.trainer import Trainer, build_networks, cpu_threads, pick_device, torch_threads
 
 MAX_ROLLBACKS = 3
 # Under torchrun the processes agree on a stop request (one collective and a read on the host)
@@ -128,6 +128,7 @@ def _train(config: Config, new: bool, progress: bool, say, device: torch.device 
 
 def _run(config: Config, dataset, device: torch.device, new: bool, progress: bool, say) -> Path:
     # Everything that can still refuse the config is built before the run folder is touched.
+    limits.check_networks_fit(lambda: build_networks(config, dataset), device)
     trainer = Trainer(config, dataset, device, say)
     evaluation = TrainingEvaluation(config, device) if config.eval_every and distributed.is_main() else None
     run_dir = Path(config.out)
