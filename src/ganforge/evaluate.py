@@ -30,11 +30,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ganforge.config import MAXIMA, MIN_EVAL_SAMPLES
 from ganforge.data.dataset import Dataset
 from ganforge.data.images import load_mnist
 from ganforge.data.load import load_dataset
 from ganforge.errors import GanforgeError
 from ganforge.features import DigitClassifier, Extracted, PixelFeatures, extract, inception_features, load_classifier
+from ganforge.limits import check_count
 from ganforge.metrics import (
     class_histogram,
     class_stats,
@@ -347,19 +349,23 @@ def evaluate_run(
 
     Returns the record: run, step, data, reference, time, then `evaluate`'s keys.
     """
-    from ganforge.export import SPEC, load_generator
+    from ganforge.export import load_generator
     from ganforge.rundir import CONFIG, write_json
 
     run_dir = Path(run_dir)
     generator = load_generator(run_dir, device)
+    if n is not None:
+        check_count("--n", n, MIN_EVAL_SAMPLES, MAXIMA["eval_n"], tuple(generator.spec["sample_shape"]), device)
     try:
         config = json.loads((run_dir / CONFIG).read_text(encoding="utf-8"))
         data = config["data"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
+        if not isinstance(data, str):
+            raise TypeError
+    except (OSError, ValueError, KeyError, TypeError) as err:
         raise GanforgeError(f"{run_dir / CONFIG} cannot be read ({type(err).__name__}): expected the config.json of a ganforge run") from None
     real = reference_dataset(config)
     result = evaluate(generator, real, n=n, metrics=metrics, features=features, seed=seed, real_baseline=real_baseline, cache=cache, device=device)
-    step = json.loads((run_dir / SPEC).read_text(encoding="utf-8")).get("step")
+    step = generator.spec.get("step")
     reference = f"{real.name} ({real.info.get('split', 'training data')}, {len(real)} samples)"
     record = {"run": str(run_dir), "step": step, "data": data, "reference": reference, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
               "seed": seed, **result}

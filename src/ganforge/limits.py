@@ -47,26 +47,26 @@ def most_samples(sample_shape: tuple[int, ...], device: torch.device | str = "cp
     return max(1, int(available_memory(device) * SHARE) // per_sample)
 
 
-def check_count(name: str, n: int, low: int, sample_shape: tuple[int, ...], device: torch.device | str = "cpu") -> None:
-    """Refuses a sample count `name` below `low` or beyond what fits in memory, naming the range."""
-    high = most_samples(sample_shape, device)
-    if not low <= n <= high:
-        shape = "x".join(map(str, sample_shape))
-        raise GanforgeError(f"{name} {n} is invalid: expected an integer from {low} to {high:,} (samples of {shape} that fit in free memory)")
+def check_count(name: str, n: int, low: int, high: int, sample_shape: tuple[int, ...], device: torch.device | str = "cpu") -> None:
+    """Refuses a sample count `name` outside [low, high], or beyond what fits in memory, naming the range."""
+    fits = most_samples(sample_shape, device)
+    if not low <= n <= min(high, fits):
+        why = f" (samples of {'x'.join(map(str, sample_shape))} that fit in free memory)" if fits < high else ""
+        raise GanforgeError(f"{name} {n} is invalid: expected an integer from {low} to {min(high, fits):,}{why}")
 
 
-def check_networks_fit(build, device: torch.device | str) -> None:
+def check_networks_fit(build, device: torch.device | str, training: bool = True) -> None:
     """Builds the networks `build()` returns on the meta device (no memory) and refuses them if
-    training them would not fit in SHARE of the free memory of `device`."""
+    they would not fit in SHARE of the free memory of `device`: to train them (`training`), or to sample."""
     with torch.device("meta"):
         networks: tuple[nn.Module, ...] = build()
     parameters = sum(p.numel() for network in networks for p in network.parameters())
-    needed = parameters * TRAINING_BYTES_PER_PARAMETER
+    needed = parameters * (TRAINING_BYTES_PER_PARAMETER if training else 4)
     free = available_memory(device)
     if needed > free * SHARE:
         raise GanforgeError(
-            f"the networks have {parameters:,} parameters, {needed / 2**30:.1f} GiB to train, but {torch.device(device)} has "
-            f"{free / 2**30:.1f} GiB free: use smaller g_width, d_width, depths, latent_dim or image_size"
+            f"{parameters:,} parameters need {needed / 2**30:.1f} GiB{' to train' if training else ''}, but {torch.device(device)} has "
+            f"{free / 2**30:.1f} GiB free: expected smaller widths, depths, latent_dim or image_size"
         )
 
 
