@@ -104,10 +104,17 @@ class Extractor:
     name: str
     module: nn.Module | None  # None: the samples themselves (vectors) are the features
     notes: list[str] = field(default_factory=list)
+    # Vectors: the real data's affine transform; features are (x - shift) / scale, so every
+    # column counts alike and distances read in standard deviations, not in the data's units.
+    transform: dict | None = None
 
     def __call__(self, samples: Tensor) -> Extracted:
         if self.module is None:
-            return Extracted(features=samples.reshape(len(samples), -1).double().cpu().numpy())
+            features = samples.reshape(len(samples), -1).double().cpu()
+            if self.transform is not None:
+                shift = torch.as_tensor(self.transform["shift"], dtype=torch.float64)
+                features = (features - shift) / torch.as_tensor(self.transform["scale"], dtype=torch.float64)
+            return Extracted(features=features.numpy())
         return extract(self.module, samples)
 
 
@@ -171,7 +178,7 @@ def real_features(real: Dataset, extractor: Extractor, n: int, seed: int, cache:
     """
     samples = real.samples
     digest = hashlib.sha256()
-    for part in (real.name, str(tuple(samples.shape)), str(n), str(seed), extractor.name):
+    for part in (real.name, str(tuple(samples.shape)), str(n), str(seed), extractor.name, json.dumps(extractor.transform)):
         digest.update(part.encode() + b"\0")
     digest.update(samples.cpu().contiguous().numpy().tobytes())
     path = cache / f"{digest.hexdigest()[:24]}.npz" if cache is not None else None
@@ -262,6 +269,9 @@ def evaluate_samples(
         if name not in METRICS:
             raise GanforgeError(f"metric {name!r} is unknown: expected one or more of {', '.join(METRICS)}")
     extractor = pick_extractor(features, kind, device)
+    if extractor.module is None and kind == "vectors" and real.transform.get("kind") == "affine":
+        extractor.transform = real.transform
+        extractor.notes.append("vectors compared in standardised units: each column of the real data has mean 0 and std 1")
     feature_names = tuple(m for m in names if m != "modes")
     # Mode statistics need no real samples (their reference is the modes): n_real is None then.
     n_real = min(n_real or MAX_REFERENCE, len(real)) if feature_names else None
