@@ -96,7 +96,7 @@ def load_generator(run_dir: str | Path, device: str | torch.device = "cpu") -> S
         network.load_state_dict(load(weights))
     except (SafetensorError, RuntimeError, OSError) as err:
         raise GanforgeError(f"{weights_path} is corrupt or does not match {spec_path} ({str(err).splitlines()[0][:200]})") from None
-    return SampleableGenerator(network, spec).to(device)
+    return SampleableGenerator(network, {k: v for k, v in spec.items() if k != CHECKSUM}).to(device)
 
 
 def _build(spec: dict, spec_path: Path, device: str | torch.device) -> nn.Module:

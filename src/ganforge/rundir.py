@@ -48,16 +48,18 @@ def prepare(run_dir: Path, config: Config, new: bool, say, extra: dict | None = 
     if occupied and new:
         say(f"--new: moved the previous run to {archive(run_dir)}")
         occupied = False
-    state, kept = None, []
+    state, kept, warnings = None, [], []
     if occupied:
         saved = saved_config(run_dir, config)
-        state = resume_point(run_dir, config, say, trainer)
+        state, warnings = resume_point(run_dir, config, trainer)
         step = state["step"] if state else 0
         kept = metrics_until(run_dir / METRICS, step)
         if state is None:
             _refuse_restart_over_results(run_dir, saved)
-        elif step >= config.steps:
-            return state  # nothing to train: the folder stays as it is
+    for warning in warnings:  # once the run is known to go on: a refusal stays one line
+        say(f"warning: {warning}")
+    if state is not None and state["step"] >= config.steps:
+        return state  # nothing to train: the folder stays as it is
     _remove_leftovers(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / CONFIG, {**dataclasses.asdict(config), **(extra or {})})
@@ -86,12 +88,14 @@ def saved_config(run_dir: Path, config: Config) -> dict:
     return saved
 
 
-def resume_point(run_dir: Path, config: Config, say, trainer=None) -> dict | None:
-    """The newest checkpoint that loads, checked to be of this run (config, step, shapes), or None if there is none.
+def resume_point(run_dir: Path, config: Config, trainer=None) -> tuple[dict | None, list[str]]:
+    """The newest checkpoint that loads, checked to be of this run (config, step, shapes), or None
+    if there is none; and a warning for each damaged newer one, which is skipped.
 
-    A damaged newer checkpoint is skipped with a warning; one that loads but belongs to
-    another run (or lies about its step) is refused, as resuming an older one would hide it.
+    A checkpoint that loads but belongs to another run (or lies about its step) is refused,
+    as resuming an older one would hide it.
     """
+    warnings = []
     folder = run_dir / "checkpoints"
     if folder.exists() and not folder.is_dir():
         raise GanforgeError(f"{folder} is not a folder: expected the run's checkpoints; {START_OVER}")
@@ -100,7 +104,7 @@ def resume_point(run_dir: Path, config: Config, say, trainer=None) -> dict | Non
         try:
             state = load_checkpoint(path)
         except GanforgeError as err:
-            say(f"warning: {err}; using an older checkpoint")
+            warnings.append(f"{err}; using an older checkpoint")
             continue
         problem = checkpoint_mismatch(state, int(path.stem.split("-")[1]), trainer)
         if problem is None:
@@ -108,10 +112,10 @@ def resume_point(run_dir: Path, config: Config, say, trainer=None) -> dict | Non
             problem = f"is of a run with a different config ({'; '.join(changed[:3])[:300]})" if changed else None
         if problem:
             raise GanforgeError(f"checkpoint {path} {problem}: move it out of the run folder, or {START_OVER}")
-        return state
+        return state, warnings
     if paths:
         raise GanforgeError(f"every checkpoint in {folder} is corrupt; {START_OVER}")
-    return None
+    return None, warnings
 
 
 def _refuse_restart_over_results(run_dir: Path, saved: dict) -> None:

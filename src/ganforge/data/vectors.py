@@ -66,7 +66,7 @@ def _is_number(cell: str) -> bool:
 def load_vectors(path: Path) -> Dataset:
     """Rows of a .npy (n, dim) or (n,) array or a .csv table, standardised per column for training."""
     array, lines = (_load_npy(path), None) if path.suffix.lower() == ".npy" else _load_csv(path)
-    where = (lambda row: f"row {row + 1}") if lines is None else (lambda row: f"row {row + 1} (line {lines[row]})")
+    line = (lambda row: "") if lines is None else (lambda row: f" (line {lines[row]} of the file)")
     if array.ndim == 1:
         array = array[:, None]
     if array.ndim != 2 or array.shape[0] < 2 or array.shape[1] < 1:
@@ -74,10 +74,10 @@ def load_vectors(path: Path) -> Dataset:
     array = array.astype(np.float64)
     if not np.isfinite(array).all():
         row = int(np.argwhere(~np.isfinite(array))[0][0])
-        raise GanforgeError(f"{path}: {where(row)} holds NaN or Inf: expected finite numbers")
+        raise GanforgeError(f"{path}: row {row + 1} holds NaN or Inf{line(row)}: expected finite numbers")
     if np.abs(array).max() > np.finfo(np.float32).max:
         row = int(np.argwhere(np.abs(array) > np.finfo(np.float32).max)[0][0])
-        raise GanforgeError(f"{path}: {where(row)} holds a value beyond float32's range (3.4e38): expected smaller numbers")
+        raise GanforgeError(f"{path}: row {row + 1} holds a value beyond float32's range (3.4e38){line(row)}: expected smaller numbers")
     shift = array.mean(axis=0)
     scale = array.std(axis=0)
     scale[scale == 0] = 1.0
