@@ -334,25 +334,25 @@ def test_sigterm_during_a_checkpoint_write_completes_it_then_stops(cli, tmp_path
     assert_same_final_state(run, tmp_path / "reference", 20)
 
 
-def test_a_second_sigint_mid_write_aborts_at_once_and_loses_nothing(cli, tmp_path, monkeypatch, signal_trap):
-    """Invariant: Ctrl-C twice aborts at once, even in the middle of a checkpoint write: exit 130, the
-    half-written checkpoint is never visible (its temp file is removed), the previous one is intact, and
-    the same command resumes to a bit-identical end."""
+def test_a_second_sigint_during_a_save_still_ends_with_a_line_and_a_checkpoint(cli, tmp_path, monkeypatch, signal_trap):
+    """Invariant: Ctrl-C twice while a checkpoint is being written does not cut the write short: that
+    checkpoint completes, the run stops at the next step with its own checkpoint and the usual line, exit
+    130, no temp file, and the same command resumes to a bit-identical end."""
     run = tmp_path / "run"
 
     def double_sigint(f):
-        f.write(b"half a checkpoint")
         os.kill(os.getpid(), signal.SIGINT)
         os.kill(os.getpid(), signal.SIGINT)
 
     interrupt_checkpoint_write(monkeypatch, 10, double_sigint)
     result = cli(*run_args(run, 20))
     assert result.code == 130 and "Traceback" not in result.err, result
-    assert [load_checkpoint(p)["step"] for p in list_checkpoints(run)] == [5]
+    assert "stopped at step 11; checkpoint saved" in result.err.strip().splitlines()[-1]
+    assert [load_checkpoint(p)["step"] for p in list_checkpoints(run)] == [10, 11]
     assert temp_files(run) == []
     monkeypatch.undo()
     result = cli(*run_args(run, 20))
-    assert result.code == 0 and f"resuming {run} from step 5" in result.err, result
+    assert result.code == 0 and f"resuming {run} from step 11" in result.err, result
     assert cli(*run_args(tmp_path / "reference", 20)).code == 0
     assert_same_final_state(run, tmp_path / "reference", 20)
 

@@ -21,7 +21,9 @@ from ganforge.nets import build_network
 from ganforge.noise import NoiseSampler
 
 WEIGHTS, SPEC = "generator.safetensors", "generator.json"
-CHECKSUM = "sha256"  # the spec's field holding the export's checksum
+# The weights file's metadata entry SEAL holds JSON: the spec's JSON text under SPEC_KEY and a
+# SHA-256 over the tensors and that text under CHECKSUM.
+SEAL, SPEC_KEY, CHECKSUM = "ganforge", "spec", "sha256"
 MAX_DIM = 1_000_000  # the largest size of one dimension of a sample a spec may name
 
 
@@ -53,50 +55,89 @@ class SampleableGenerator(nn.Module):
 def export_generator(run_dir: Path, generator: nn.Module, spec: dict) -> None:
     """Writes the generator's weights and rebuild spec (class name, constructor config, noise, transform).
 
-    The spec carries a SHA-256 over the weights file and itself, so a changed byte in either
-    is caught before anything is built.
+    The weights file carries the spec in its metadata and a SHA-256 over both, so one file,
+    replaced in one rename, holds everything a sampler needs and shows any changed byte.
+    generator.json is a readable copy, written after it.
     """
     tensors = {k: v.detach().cpu().contiguous() for k, v in generator.state_dict().items()}
-    weights = save(tensors)
-    sealed = {**spec, CHECKSUM: _digest(weights, spec)}
+    text = json.dumps(spec, sort_keys=True)
+    header, data = _split(save(tensors))
+    # One metadata entry: safetensors writes several in no fixed order, and the file should be a function of the weights.
+    seal = json.dumps({SPEC_KEY: text, CHECKSUM: _digest(header, data, text)})
+    weights = save(tensors, metadata={SEAL: seal})
     atomic_write(run_dir / WEIGHTS, lambda f: f.write(weights))
-    atomic_write(run_dir / SPEC, lambda f: f.write(json.dumps(sealed, indent=2).encode()))
+    atomic_write(run_dir / SPEC, lambda f: f.write(json.dumps(spec, indent=2).encode()))
 
 
-def _digest(weights: bytes, spec: dict) -> str:
-    """SHA-256 of the weights file's bytes and the spec (without its checksum) as canonical JSON."""
-    body = json.dumps({k: v for k, v in spec.items() if k != CHECKSUM}, sort_keys=True).encode()
-    return hashlib.sha256(weights + b"\n" + body).hexdigest()
+def _split(raw: bytes) -> tuple[dict, bytes]:
+    """A safetensors file's header (a dict: tensor entries and `__metadata__`) and its data bytes; ValueError if malformed."""
+    if len(raw) < 8:
+        raise ValueError("shorter than a safetensors header")
+    size = int.from_bytes(raw[:8], "little")
+    if size > len(raw) - 8:
+        raise ValueError("header longer than the file")
+    header = json.loads(raw[8 : 8 + size].decode("utf-8"))
+    if not isinstance(header, dict):
+        raise ValueError("header is not an object")
+    return header, raw[8 + size :]
+
+
+def _digest(header: dict, data: bytes, spec_text: str) -> str:
+    """SHA-256 over the tensor entries of a safetensors header, its data bytes and the spec's JSON text."""
+    entries = json.dumps({k: v for k, v in header.items() if k != "__metadata__"}, sort_keys=True)
+    return hashlib.sha256(entries.encode() + b"\n" + spec_text.encode() + b"\n" + data).hexdigest()
 
 
 def load_generator(run_dir: str | Path, device: str | torch.device = "cpu") -> SampleableGenerator:
     """Rebuilds the exported generator of a run folder, in eval mode, on `device`.
 
-    The checksum is checked first (exports written before it was added have none and are
-    taken on their fields' checks alone), then every field of the spec, then the network is
-    built and the weights loaded. Any failure is a GanforgeError naming the file.
+    The spec sealed in the weights file is used once its checksum matches (generator.json is
+    then only a copy); an export written before specs were sealed there has none, and its
+    generator.json is taken on its fields' checks alone. Then every field of the spec is
+    checked, the network built and the weights loaded. Any failure is a GanforgeError naming the file.
     """
     run_dir = Path(run_dir)
     spec_path, weights_path = run_dir / SPEC, run_dir / WEIGHTS
     for path in (spec_path, weights_path):
         if not path.is_file():
             raise GanforgeError(f"{path} does not exist: expected a run folder with an exported generator (train it first)")
-    try:
-        spec = json.loads(spec_path.read_text(encoding="utf-8"))
-        weights = weights_path.read_bytes()
-    except (ValueError, RecursionError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise GanforgeError(f"{spec_path} is not a JSON generator spec ({type(err).__name__}: {str(err)[:120]})") from None
-    if isinstance(spec, dict) and CHECKSUM in spec and spec[CHECKSUM] != _digest(weights, spec):
-        raise GanforgeError(f"{weights_path} or {spec_path} is corrupt: their checksum does not match")
+    weights = weights_path.read_bytes()
+    spec = _sealed_spec(weights, weights_path)
+    source = weights_path
+    if spec is None:
+        spec, source = _read_spec(spec_path), spec_path
     problem = spec_problem(spec)
     if problem:
-        raise GanforgeError(f"{spec_path} cannot be rebuilt: {problem} (corrupt, or written by an incompatible ganforge version)")
-    network = _build(spec, spec_path, device)
+        raise GanforgeError(f"{source} cannot be rebuilt: {problem} (corrupt, or written by an incompatible ganforge version)")
+    network = _build(spec, source, device)
     try:
         network.load_state_dict(load(weights))
     except (SafetensorError, RuntimeError, OSError) as err:
-        raise GanforgeError(f"{weights_path} is corrupt or does not match {spec_path} ({str(err).splitlines()[0][:200]})") from None
-    return SampleableGenerator(network, {k: v for k, v in spec.items() if k != CHECKSUM}).to(device)
+        raise GanforgeError(f"{weights_path} is corrupt or does not match {source} ({str(err).splitlines()[0][:200]})") from None
+    return SampleableGenerator(network, spec).to(device)
+
+
+def _sealed_spec(weights: bytes, weights_path: Path) -> dict | None:
+    """The spec sealed in the weights file, its checksum checked; None for an export without one."""
+    try:
+        header, data = _split(weights)
+        metadata = header.get("__metadata__") or {}
+        if not isinstance(metadata, dict) or SEAL not in metadata:
+            return None
+        seal = json.loads(metadata[SEAL])
+        text, digest = seal[SPEC_KEY], seal[CHECKSUM]
+        if digest != _digest(header, data, text):
+            raise GanforgeError(f"{weights_path} is corrupt: its checksum does not match")
+        return json.loads(text)
+    except (ValueError, TypeError, KeyError, RecursionError) as err:  # JSON and UTF-8 errors are ValueErrors
+        raise GanforgeError(f"{weights_path} is corrupt: not a safetensors file ({str(err)[:120]})") from None
+
+
+def _read_spec(spec_path: Path) -> object:
+    try:
+        return json.loads(spec_path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise GanforgeError(f"{spec_path} is not a JSON generator spec ({type(err).__name__}: {str(err)[:120]})") from None
 
 
 def _build(spec: dict, spec_path: Path, device: str | torch.device) -> nn.Module:

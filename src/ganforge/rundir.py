@@ -58,9 +58,9 @@ def prepare(run_dir: Path, config: Config, new: bool, say, extra: dict | None = 
             _refuse_restart_over_results(run_dir, saved)
     for warning in warnings:  # once the run is known to go on: a refusal stays one line
         say(f"warning: {warning}")
-    if state is not None and state["step"] >= config.steps:
-        return state  # nothing to train: the folder stays as it is
     _remove_leftovers(run_dir)
+    if state is not None and state["step"] >= config.steps:
+        return state  # nothing to train: the run's own files stay as they are
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / CONFIG, {**dataclasses.asdict(config), **(extra or {})})
     if (run_dir / METRICS).is_file():
