@@ -1274,6 +1274,20 @@ def test_nproc_checks_config_and_data_before_torchrun_starts(cli, tmp_path, monk
     assert not (tmp_path / "run").exists()
 
 
+def test_a_failing_process_of_a_torchrun_job_reports_its_own_error(tmp_path):
+    """Invariant: when one process of `--nproc 2` fails (here: the run folder is locked by this test), the job ends
+    with that process's own error line and exit code (2), not a line about the peer torchrun then stopped."""
+    run = tmp_path / "run"
+    with runlock.hold(run):
+        result = subprocess.run([PYTHON, "-m", "ganforge", *ring8_args(run, 10), "--nproc", "2"],
+                                capture_output=True, text=True, env=subprocess_env(), timeout=300)
+    ours = [line for line in result.stderr.splitlines() if line.startswith("ganforge: ")]
+    assert result.returncode == 2, result.stderr
+    assert ours == [f"ganforge: error: out='{run}' is in use by another ganforge run (process id {os.getpid()}): wait for it to end, "
+                    "or choose another --out", "ganforge: error: process 0 failed with exit code 2"], result.stderr
+    assert "Traceback" not in result.stderr and not run.exists()
+
+
 def _failure(exitcode: int, timestamp: int):
     return types.SimpleNamespace(exitcode=exitcode, timestamp=timestamp)
 
