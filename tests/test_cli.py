@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load_file, save
 
 import ganforge
 from ganforge.checkpoint import load_checkpoint
@@ -91,15 +92,31 @@ def test_load_generator_errors(tmp_path, copy_run, ring8_run):
     with pytest.raises(GanforgeError, match="generator.json does not exist"):
         ganforge.load_generator(tmp_path)
     run = copy_run(ring8_run)
-    (run / "generator.json").write_text("{not json")
-    with pytest.raises(GanforgeError, match="generator.json cannot be rebuilt: corrupt"):
+    raw = bytearray((run / "generator.safetensors").read_bytes())
+    raw[-3] ^= 0x10  # one bit of a weight
+    (run / "generator.safetensors").write_bytes(bytes(raw))
+    with pytest.raises(GanforgeError, match="generator.safetensors is corrupt: its checksum does not match"):
         ganforge.load_generator(run)
-    run2 = copy_run(ring8_run, "run2")
-    spec = json.loads((run2 / "generator.json").read_text())
+
+
+def _unsealed(run: Path) -> None:
+    """Rewrites the export as before specs were sealed in the weights file: plain safetensors + generator.json."""
+    (run / "generator.safetensors").write_bytes(save(load_file(run / "generator.safetensors")))
+
+
+def test_an_export_without_a_sealed_spec_is_read_from_generator_json(tmp_path, copy_run, ring8_run):
+    """Exports written before the checksum still load, on generator.json's field checks alone; a bad one is one error."""
+    run = copy_run(ring8_run)
+    _unsealed(run)
+    assert ganforge.load_generator(run).sample(3).shape == (3, 2)
+    spec = json.loads((run / "generator.json").read_text())
+    (run / "generator.json").write_text("{not json")
+    with pytest.raises(GanforgeError, match="generator.json is not a JSON generator spec"):
+        ganforge.load_generator(run)
     spec["config"]["width"] = 9
-    (run2 / "generator.json").write_text(json.dumps(spec))
+    (run / "generator.json").write_text(json.dumps(spec))
     with pytest.raises(GanforgeError, match="generator.safetensors is corrupt or does not match"):
-        ganforge.load_generator(run2)
+        ganforge.load_generator(run)
 
 
 # --- ganforge sample ------------------------------------------------------------------------
@@ -369,7 +386,6 @@ def test_unsupported_image_size_fails_cleanly_and_writes_nothing(cli, tmp_path):
 
 def test_exported_generator_is_the_weight_average(ring8_run, digits_run):
     """The export holds the EMA weights (not the last iterate); conv BatchNorm statistics are recalibrated for them."""
-    from safetensors.torch import load_file
 
     for run in (ring8_run, digits_run):
         exported = load_file(run / "generator.safetensors")
@@ -382,7 +398,6 @@ def test_exported_generator_is_the_weight_average(ring8_run, digits_run):
 
 
 def test_ema_off_exports_the_live_generator(cli, tmp_path):
-    from safetensors.torch import load_file
 
     run = tmp_path / "run"
     assert cli(*ring8_args(run, 10), "--ema_decay", "0").code == 0

@@ -15,18 +15,20 @@ Crashes found by fuzzing are kept below as explicit examples, so they stay fixed
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
 import io
+import json
 import os
 import re
+import shutil
 import signal
 import struct
 import tempfile
 import time
 import typing
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +38,7 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from ganforge.config import Config, field_names, load_yaml, make_config, parse_overrides
+from ganforge.config import MAXIMA, Config, field_names, load_yaml, make_config, parse_overrides
 from ganforge.data import load_dataset
 from ganforge.errors import GanforgeError
 
@@ -59,7 +61,7 @@ class Hang(BaseException):
     """A call ran past HARD_LIMIT_S: a BaseException, so no `except Exception` in the code under test can swallow it."""
 
 
-@contextmanager
+@contextlib.contextmanager
 def hard_limit(seconds: float = HARD_LIMIT_S):
     def expire(signum, frame):
         raise Hang(f"still running after {seconds} s")
@@ -503,6 +505,227 @@ def test_image_with_an_extreme_aspect_ratio_loads(tmp_path):
     Image.new("L", (1, 20_000_000), 128).save(tmp_path / "tall.png")
     data = load_dataset(str(tmp_path), image_size=64)
     assert data.samples.shape == (1, 1, 64, 64)
+
+
+# --- the exported generator: generator.json and the weights file ------------------------------
+
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-(2**40), 2**40), st.integers(-3, 40), st.floats(allow_nan=False, allow_infinity=False),
+              st.text(max_size=8), st.sampled_from(["normal", "uniform", "affine", "image", "MLPGenerator", "ConvGenerator", "batch", "none"])),
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=6), inner, max_size=3)),
+    max_leaves=8,
+)
+SPEC_PATHS = [
+    ("class",), ("config",), ("noise",), ("transform",), ("sample_shape",), ("step",),
+    ("config", "latent_dim"), ("config", "data_shape"), ("config", "width"), ("config", "depth"), ("config", "norm"), ("config", "output"),
+    ("noise", "latent_dim"), ("noise", "distribution"), ("transform", "kind"), ("transform", "shift"), ("transform", "scale"),
+]
+
+
+def _exported(folder: Path, sealed: bool) -> dict:
+    """A small MLP generator for 2-D vectors exported into `folder` (sealed, or as older versions wrote it); its spec."""
+    from safetensors.torch import load_file, save
+
+    from ganforge.export import export_generator
+    from ganforge.nets import MLPGenerator
+
+    torch.manual_seed(0)
+    network = MLPGenerator(2, [2], 8, 1, "none", "linear")
+    spec = {"class": "MLPGenerator", "config": network.config, "noise": {"latent_dim": 2, "distribution": "normal"},
+            "transform": {"kind": "affine", "shift": [0.0, 1.0], "scale": [1.0, 2.0]}, "sample_shape": [2], "step": 3}
+    export_generator(folder, network, spec)
+    if not sealed:
+        (folder / "generator.safetensors").write_bytes(save(load_file(folder / "generator.safetensors")))
+    return json.loads((folder / "generator.json").read_text())
+
+
+def _set(spec: dict, path: tuple[str, ...], value) -> None:
+    target = spec
+    for key in path[:-1]:
+        if not isinstance(target.get(key), dict):
+            return
+        target = target[key]
+    target[path[-1]] = value
+
+
+@fuzz(300)
+@given(changes=st.lists(st.tuples(st.sampled_from(SPEC_PATHS), json_values), min_size=1, max_size=3))
+@example(changes=[(("sample_shape",), [-3])])
+@example(changes=[(("noise", "latent_dim"), 5)])
+@example(changes=[(("transform", "shift"), [0.0])])
+@example(changes=[(("config", "width"), 2**40)])
+def test_load_generator_accepts_or_answers_any_generator_json(changes):
+    """Invariant: an export without a sealed spec (as older versions wrote) whose generator.json fields are
+    arbitrary JSON either loads and samples finite values of sample_shape, or is answered by GanforgeError."""
+    from ganforge.export import load_generator
+
+    with tempfile.TemporaryDirectory() as folder:
+        spec = _exported(Path(folder), sealed=False)
+        for path, value in changes:
+            _set(spec, path, value)
+        (Path(folder) / "generator.json").write_text(json.dumps(spec))
+        generator = answered(lambda: load_generator(folder))
+        if generator is not None:
+            samples = generator.sample(3)
+            assert list(samples.shape[1:]) == spec["sample_shape"] and torch.isfinite(samples).all()
+
+
+@fuzz(200)
+@given(flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(1, 255)), min_size=1, max_size=3), cut=st.integers(0, 10**6))
+def test_a_changed_or_cut_weights_file_is_caught(flips, cut):
+    """Invariant: any changed byte or truncation of a sealed generator.safetensors is a GanforgeError, or (a byte
+    of the header's padding, which carries no value) loads the very same weights."""
+    from ganforge.export import load_generator
+
+    with tempfile.TemporaryDirectory() as folder:
+        _exported(Path(folder), sealed=True)
+        path = Path(folder) / "generator.safetensors"
+        original = load_generator(folder).state_dict()
+        raw = bytearray(path.read_bytes())
+        for position, mask in flips:
+            raw[position % len(raw)] ^= mask
+        path.write_bytes(bytes(raw[: len(raw) - cut % 4] if cut % 3 == 0 else raw))
+        generator = answered(lambda: load_generator(folder))
+        if generator is not None:
+            assert all(torch.equal(original[k], v) for k, v in generator.state_dict().items())
+
+
+# --- the resume path: config.json, metrics.jsonl, checkpoints -------------------------------
+
+
+@pytest.fixture(scope="module")
+def resumable(tmp_path_factory):
+    """A finished 20-step ring8 run (checkpoints at 10 and 20), its resolved config and a Trainer of that config."""
+    from ganforge.cli import main
+    from ganforge.config import resolve
+    from ganforge.training.state import Trainer
+    from helpers import ring8_args
+
+    run = tmp_path_factory.mktemp("fuzz") / "run"
+    assert main(ring8_args(run, 20)) == 0
+    config = make_config(load_yaml(run / "config.json"))  # a saved config.json is a valid config file
+    dataset = load_dataset("ring8")
+    config = resolve(config, dataset.kind, dataset.sample_shape, "ring8")
+    return run, config, Trainer(config, dataset, torch.device("cpu"), say=lambda m: None)
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _checkpoint_damage(draw, path: Path) -> None:
+    from ganforge.checkpoint import load_checkpoint
+    from helpers import write_sealed
+
+    kind = draw(st.sampled_from(["flip", "cut", "forge"]))
+    raw = bytearray(path.read_bytes())
+    if kind == "flip":
+        position = draw(st.integers(0, len(raw) - 1))
+        raw[position] ^= draw(st.integers(1, 255))
+        path.write_bytes(bytes(raw))
+    elif kind == "cut":
+        path.write_bytes(bytes(raw[: draw(st.integers(0, len(raw) - 1))]))
+    else:
+        state = load_checkpoint(path)
+        key = draw(st.sampled_from(["step", "config", "generator", "discriminator", "ema", "g_optimizer", "sampler", "seconds", "noise"]))
+        state[key] = draw(st.one_of(json_values, st.just({}), st.builds(torch.zeros, st.integers(0, 3))))
+        write_sealed(path, state)
+
+
+@st.composite
+def run_damage(draw):
+    """A function that damages a copy of a run folder in one of the ways a resume must survive or refuse."""
+    target = draw(st.sampled_from(["config", "metrics", "checkpoint", "checkpoint_name"]))
+
+    def damage(run: Path) -> None:
+        if target == "config":
+            text = draw(st.one_of(st.text(max_size=40), json_values.map(json.dumps)))
+            (run / "config.json").write_text(text)
+        elif target == "metrics":
+            lines = (run / "metrics.jsonl").read_bytes().splitlines(keepends=True)
+            index = draw(st.integers(0, len(lines) - 1))
+            lines[index] = draw(st.one_of(st.binary(max_size=20), json_values.map(lambda v: json.dumps(v).encode() + b"\n")))
+            (run / "metrics.jsonl").write_bytes(b"".join(lines))
+        elif target == "checkpoint":
+            _checkpoint_damage(draw, run / "checkpoints" / draw(st.sampled_from(["checkpoint-00000010.pt", "checkpoint-00000020.pt"])))
+        else:
+            step = draw(st.integers(0, 99_999_999))
+            (run / "checkpoints" / "checkpoint-00000020.pt").rename(run / "checkpoints" / f"checkpoint-{step:08d}.pt")
+
+    return damage
+
+
+@fuzz(60)
+@given(damage=run_damage(), steps=st.sampled_from([20, 40]))
+def test_a_resume_of_a_damaged_run_goes_on_or_changes_nothing(resumable, damage, steps):
+    """Invariant (validate, then commit): `rundir.prepare` on a run folder with a damaged config.json,
+    metrics.jsonl or checkpoint either returns a checkpoint the trainer loads, or raises GanforgeError with
+    every file of the folder byte-identical."""
+    from ganforge import rundir
+
+    base, config, trainer = resumable
+    config = dataclasses.replace(config, steps=steps)
+    with tempfile.TemporaryDirectory() as folder:
+        run = Path(folder) / "run"
+        shutil.copytree(base, run)
+        damage(run)
+        before = _tree(run)
+        try:
+            with hard_limit(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                state = rundir.prepare(run, config, False, lambda m: None, {}, trainer)
+        except GanforgeError:
+            assert _tree(run) == before, "a refused resume changed the run folder"
+            return
+    assert state is not None, "a run with metrics past its first checkpoint restarted in place"
+    trainer.load_state_dict(state, say=lambda m: None)
+    assert trainer.step == state["step"]
+
+
+# --- the command line's numeric flags ---------------------------------------------------------
+
+INTEGER_KEYS = [k for k in MAXIMA if k != "d_mbstd"]
+numeric_text = st.one_of(
+    st.integers(-(10**30), 10**30).map(str), st.integers(-3, 2000).map(str), st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.text("0123456789e.-+", max_size=400), scalar_strings,
+)
+
+
+@fuzz(300)
+@given(key=st.sampled_from(INTEGER_KEYS), value=numeric_text)
+def test_every_integer_flag_is_bounded_or_answered(key, value):
+    """Invariant: any text for an integer key gives a value within [0 or 1, MAXIMA[key]] or a GanforgeError of one
+    line that names the key and never echoes more than a bounded part of the input."""
+    config = answered(lambda: make_config({key: value}))
+    if config is not None:
+        assert getattr(config, key) is None or 0 <= getattr(config, key) <= MAXIMA[key]
+        return
+    try:
+        make_config({key: value})
+    except GanforgeError as err:
+        message = str(err)
+        assert message.startswith(f"{key}=") and len(message) < 300 and "\n" not in message, message
+
+
+@fuzz(60)
+@given(command=st.sampled_from(["sample", "eval"]), flag=st.sampled_from(["--n", "--seed"]),
+       value=st.one_of(st.integers(-(10**20), -1), st.integers(10**7 + 1, 10**30), st.integers(0, 2)).map(str))
+def test_sample_and_eval_numeric_flags_are_bounded_or_answered(resumable, command, flag, value):
+    """Invariant: `sample` and `eval` with any --n or --seed either run (small counts) or exit 2 with one line."""
+    from ganforge.cli import main
+
+    with tempfile.TemporaryDirectory() as folder:
+        run = Path(folder) / "run"
+        shutil.copytree(resumable[0], run)
+        out = ["--out", str(Path(folder) / "x.npy")] if command == "sample" else ["--no-cache", "--metrics", "modes"]
+        extra = [] if flag == "--n" else ["--n", "8"]
+        stderr = io.StringIO()
+        with hard_limit(), contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+            code = main([command, str(run), flag, value, *extra, *out])
+    err = stderr.getvalue().strip().splitlines()
+    assert code in (0, 2), err
+    if code == 2:
+        assert len(err) == 1 and err[0].startswith("ganforge: error: ") and len(err[0]) < 300, err
 
 
 def test_fuzz_harness_catches_crashes_and_hangs():

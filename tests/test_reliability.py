@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import copy
 import errno
+import io
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+import types
 from collections import Counter
 from pathlib import Path
 
@@ -28,14 +31,17 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load_file, save
 from torch import nn
 
 import ganforge.checkpoint as checkpoint_module
 import ganforge.export as export_module
 import ganforge.rundir as rundir_module
 import ganforge.training.loop as train_module
+from ganforge import launch, limits, runlock
 from ganforge.checkpoint import list_checkpoints, load_checkpoint
 from ganforge.data import load_dataset
+from ganforge.errors import GanforgeError
 from ganforge.export import load_generator
 from ganforge.losses import get_loss
 from ganforge.noise import NoiseSampler
@@ -334,25 +340,25 @@ def test_sigterm_during_a_checkpoint_write_completes_it_then_stops(cli, tmp_path
     assert_same_final_state(run, tmp_path / "reference", 20)
 
 
-def test_a_second_sigint_mid_write_aborts_at_once_and_loses_nothing(cli, tmp_path, monkeypatch, signal_trap):
-    """Invariant: Ctrl-C twice aborts at once, even in the middle of a checkpoint write: exit 130, the
-    half-written checkpoint is never visible (its temp file is removed), the previous one is intact, and
-    the same command resumes to a bit-identical end."""
+def test_a_second_sigint_during_a_save_still_ends_with_a_line_and_a_checkpoint(cli, tmp_path, monkeypatch, signal_trap):
+    """Invariant: Ctrl-C twice while a checkpoint is being written does not cut the write short: that
+    checkpoint completes, the run stops at the next step with its own checkpoint and the usual line, exit
+    130, no temp file, and the same command resumes to a bit-identical end."""
     run = tmp_path / "run"
 
     def double_sigint(f):
-        f.write(b"half a checkpoint")
         os.kill(os.getpid(), signal.SIGINT)
         os.kill(os.getpid(), signal.SIGINT)
 
     interrupt_checkpoint_write(monkeypatch, 10, double_sigint)
     result = cli(*run_args(run, 20))
     assert result.code == 130 and "Traceback" not in result.err, result
-    assert [load_checkpoint(p)["step"] for p in list_checkpoints(run)] == [5]
+    assert "stopped at step 11; checkpoint saved" in result.err.strip().splitlines()[-1]
+    assert [load_checkpoint(p)["step"] for p in list_checkpoints(run)] == [10, 11]
     assert temp_files(run) == []
     monkeypatch.undo()
     result = cli(*run_args(run, 20))
-    assert result.code == 0 and f"resuming {run} from step 5" in result.err, result
+    assert result.code == 0 and f"resuming {run} from step 11" in result.err, result
     assert cli(*run_args(tmp_path / "reference", 20)).code == 0
     assert_same_final_state(run, tmp_path / "reference", 20)
 
@@ -1007,3 +1013,386 @@ def test_errors_stay_on_one_line_whatever_the_input(cli, tmp_path, case):
     name = str(tmp_path / ("a\nb.csv" if case == "data_path" else "my\nrun.yaml"))
     args = ["--data", name] if case == "data_path" else [name]
     assert_clean_error(cli("train", *args, "--out", tmp_path / "run", "--quiet"))
+
+
+# --- a resume is checked whole before anything is written -------------------------------------
+
+
+def _forged_checkpoint(change):
+    """Rewrites the newest checkpoint (step 20) of the run, sealed as a valid file, with change(state) applied."""
+
+    def forge(run: Path) -> None:
+        path = run / "checkpoints" / "checkpoint-00000020.pt"
+        state = load_checkpoint(path)
+        change(state)
+        write_sealed(path, state)
+
+    return forge
+
+
+def _another_runs_checkpoint(state: dict) -> None:
+    state["config"] = {**state["config"], "data": "grid25"}
+
+
+def _wider_generator(state: dict) -> None:
+    name = next(iter(state["generator"]))
+    state["generator"][name] = torch.zeros(*state["generator"][name].shape[:-1], 99)
+
+
+def _renamed_checkpoint(run: Path) -> None:
+    (run / "checkpoints" / "checkpoint-00000020.pt").rename(run / "checkpoints" / "checkpoint-00000500.pt")
+
+
+def _stray_byte_in_metrics(run: Path) -> None:
+    lines = (run / "metrics.jsonl").read_bytes().splitlines(keepends=True)
+    (run / "metrics.jsonl").write_bytes(b"".join([lines[0], b"\xff" + lines[1], *lines[2:]]))
+
+
+def _checkpoints_turned_into_a_file(run: Path) -> None:
+    shutil.rmtree(run / "checkpoints")
+    (run / "checkpoints").write_text("not a folder")
+
+
+REFUSED_RESUMES = {
+    "another_runs_checkpoint": (
+        _forged_checkpoint(_another_runs_checkpoint), [], ["checkpoint-00000020.pt is of a run with a different config", "data: 'grid25' -> 'ring8'"]
+    ),
+    "checkpoint_of_other_shapes": (_forged_checkpoint(_wider_generator), [], ["does not fit this run's generator", "expected"]),
+    "incomplete_checkpoint_state": (_forged_checkpoint(lambda s: s.update(sampler=None)), [], ["holds no complete training state"]),
+    "name_says_another_step": (_renamed_checkpoint, ["--steps", "600"], ["holds step 20 but its name says step 500"]),
+    "stray_byte_in_metrics": (_stray_byte_in_metrics, ["--steps", "40"], ["metrics.jsonl: line 2 is not a JSON record", "--new"]),
+    "checkpoints_is_a_file": (_checkpoints_turned_into_a_file, ["--steps", "40"], ["checkpoints is not a folder", "--new"]),
+    "checkpoints_deleted": (lambda run: shutil.rmtree(run / "checkpoints"), ["--steps", "40"], ["holds results up to step 20 but no checkpoint", "--new"]),
+    "config_is_a_list": (lambda run: (run / "config.json").write_text("[1, 2]"), [], ["config.json holds [1, 2]: expected a JSON object", "--new"]),
+    "config_is_null": (lambda run: (run / "config.json").write_text("null"), [], ["config.json holds null: expected a JSON object"]),
+    "eval_n_too_small": (lambda run: None, ["eval_every=10", "eval_n=3"], ["eval_n=3 is invalid: expected an integer >= 6"]),
+    "empty_steps": (lambda run: None, ["steps="], ["steps= is empty", "steps=auto"]),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED_RESUMES))
+def test_a_resume_that_cannot_go_on_is_refused_before_anything_changes(cli, copy_run, ring8_run, case):
+    """Invariant (validate, then commit): whatever can refuse a resume (the saved config, the checkpoint's own
+    config, step and shapes, the metrics file, the evaluation settings) is checked before any file changes:
+    exit 2, one line, every file of the run folder byte-identical."""
+    damage, extra, fragments = REFUSED_RESUMES[case]
+    run = copy_run(ring8_run)
+    damage(run)
+    before = tree(run)
+    assert_clean_error(cli(*ring8_args(run, 20), *extra), *fragments)
+    assert tree(run) == before
+
+
+def test_fewer_steps_on_a_finished_run_change_nothing(cli, copy_run, ring8_run):
+    """Minimal reproduction: --steps 10 on a finished 20-step run said 'already trained' but rewrote config.json
+    with steps=10."""
+    run = copy_run(ring8_run)
+    before = tree(run)
+    result = cli(*ring8_args(run, 10))
+    assert result.code == 0 and "already trained to step 20 (steps=10)" in result.err
+    assert tree(run) == before
+
+
+def test_a_run_stopped_before_its_first_checkpoint_restarts_in_place(cli, tmp_path):
+    """Invariant: a run with metrics (and an export) no further than its first checkpoint's step, but no
+    checkpoint (killed while writing it), is restarted by the same command and ends as a run never stopped."""
+    run = tmp_path / "run"
+    assert cli(*ring8_args(run, 10)).code == 0
+    shutil.rmtree(run / "checkpoints")  # as if killed between the export and the first checkpoint
+    result = cli(*ring8_args(run, 20))
+    assert result.code == 0, result.err
+    assert logged_steps(run) == [5, 10, 15, 20]
+    assert cli(*ring8_args(tmp_path / "reference", 20)).code == 0
+    assert_same_final_state(run, tmp_path / "reference", 20)
+
+
+# --- one writer per run folder ------------------------------------------------------------------
+
+
+def test_a_second_process_on_a_locked_run_folder_is_refused_and_changes_nothing(cli, copy_run, ring8_run):
+    """Invariant: while one process holds a run folder (runlock), another `ganforge train` on it gets one line
+    naming the folder and the holder's process id, exit 2, and the folder, temp files included, is byte-identical."""
+    run = copy_run(ring8_run)
+    (run / ".config.json.x1y2z3.tmp").write_bytes(b"{")  # another process's write in progress
+    before = tree(run)
+    with runlock.hold(run):
+        assert_clean_error(cli(*ring8_args(run, 40)), f"out='{run}' is in use by another ganforge run (process id {os.getpid()})")
+    assert tree(run) == before
+    assert not runlock.lock_path(run).exists(), "the holder removes its lock file"
+
+
+def test_two_trainings_at_once_on_one_folder(tmp_path):
+    """Invariant: two `ganforge train` processes on one --out: one trains to the end, the other exits 2 with
+    the one-line lock error; the run ends complete, every step logged once."""
+    run = tmp_path / "run"
+    command = [PYTHON, "-m", "ganforge", *ring8_args(run, 300)]
+    first = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=subprocess_env())
+    try:
+        assert wait_until(lambda: runlock.lock_path(run).exists() or first.poll() is not None, 120)
+        second = subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), timeout=120)
+        _, first_err = first.communicate(timeout=300)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert first.returncode == 0, first_err
+    assert second.returncode == 2 and second.stderr.strip().splitlines() == [
+        f"ganforge: error: out='{run}' is in use by another ganforge run (process id {first.pid}): wait for it to end, or choose another --out"
+    ]
+    assert logged_steps(run) == list(range(5, 301, 5))
+    assert not runlock.lock_path(run).exists()
+
+
+def test_a_lock_file_left_by_a_killed_run_does_not_block(cli, tmp_path):
+    """Invariant: the kernel drops a dead process's lock; its lock file (with its old process id) is reused."""
+    run = tmp_path / "run"
+    runlock.lock_path(run).write_text("999999\n")
+    assert cli(*ring8_args(run, 4)).code == 0
+    assert not runlock.lock_path(run).exists()
+
+
+# --- bounds for every number a user types ---------------------------------------------------
+
+
+@pytest.mark.parametrize(("args", "fragments"), [
+    (["image_size=100000"], ["image_size=100000 is invalid: expected an integer from 1 to 1,024"]),
+    (["latent_dim=1e9"], ["latent_dim=1000000000 is invalid: expected an integer from 1 to 16,384"]),
+    (["--g_width", "1e7"], ["g_width=10000000 is invalid: expected an integer from 1 to 16,384"]),
+    (["--d_depth", "100000"], ["d_depth=100000 is invalid: expected an integer from 1 to 64"]),
+    (["eval_n=1e9"], ["eval_n=1000000000 is invalid: expected an integer from 6 to 1,000,000"]),
+    (["threads=1e6"], ["threads=1000000 is invalid: expected an integer from 1 to 1,024"]),
+    (["--steps", "1e12"], ["steps=1000000000000 is invalid: expected an integer from 1 to 1,000,000,000"]),
+    (["--batch_size", "1e9"], ["batch_size=1000000000 is invalid: expected an integer from 1 to 1,048,576"]),
+    (["gp_weight=1e300"], ["gp_weight=1e+300 is invalid: expected a number from 0 to 1e+06"]),
+    (["--nproc", "100000"], ["--nproc 100000 is invalid: expected an integer from 1 to"]),
+    (["--g_width", "9" * 5000], ["g_width=", "...", "expected an integer"]),
+])
+def test_every_number_has_an_upper_bound(cli, tmp_path, args, fragments):
+    """Invariant: a size, count or width beyond its bound is one line naming the key and its range, exit 2, no
+    run folder; a long input is cut in the message."""
+    line = assert_clean_error(cli(*ring8_args(tmp_path / "run", 4), *args), *fragments)
+    assert len(line) < 300
+    assert not (tmp_path / "run").exists()
+
+
+def test_networks_too_large_for_free_memory_are_refused(cli, tmp_path, monkeypatch):
+    """Invariant: networks whose training state would not fit in free memory are refused before they are built."""
+    monkeypatch.setattr(limits, "available_memory", lambda device="cpu": 10 * 2**20)
+    assert_clean_error(cli(*ring8_args(tmp_path / "run", 4), "--g_width", "2000", "--g_depth", "2"),
+                       "parameters need", "GiB to train", "expected smaller widths")
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_image_size_too_large_for_free_memory_is_refused(cli, tmp_path, monkeypatch):
+    """Minimal reproduction: digits at image_size=1024 (1,797 images resized) was killed by the kernel for memory."""
+    monkeypatch.setattr(limits, "available_memory", lambda device="cpu": 64 * 2**20)
+    assert_clean_error(cli("train", "--data", "digits", "--image_size", "256", "--out", tmp_path / "run", *TINY_CONV),
+                       "image_size=256 is invalid for 1,797 images of 1 channel(s): expected at most")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("command", "fragments"), [
+    (["sample", "--n", "1000000000", "--out", "x.npy"], ["--n 1000000000 is invalid: expected an integer from 1 to"]),
+    (["sample", "--n", "5", "--seed", "-1", "--out", "x.npy"], ["--seed -1 is invalid: expected an integer from 0 to 2**31 - 1"]),
+    (["eval", "--n", "1000000000"], ["--n 1000000000 is invalid: expected an integer from 6 to 1,000,000"]),
+    (["eval", "--n", "3"], ["--n 3 is invalid: expected an integer from 6"]),
+    (["eval", "--seed", "99999999999"], ["--seed 99999999999 is invalid"]),
+])
+def test_sample_and_eval_counts_are_bounded(cli, copy_run, ring8_run, tmp_path, command, fragments):
+    run = copy_run(ring8_run)
+    before = tree(run)
+    name, *rest = command
+    rest = [str(tmp_path / a) if a.endswith(".npy") else a for a in rest]
+    assert_clean_error(cli(name, run, *rest), *fragments)
+    assert tree(run) == before and not (tmp_path / "x.npy").exists()
+
+
+# --- the exported generator is checked as checkpoints are ------------------------------------
+
+
+def _unseal(run: Path) -> dict:
+    """Turns the export into one written before the checksum (plain safetensors); returns its generator.json."""
+    (run / "generator.safetensors").write_bytes(save(load_file(run / "generator.safetensors")))
+    return json.loads((run / "generator.json").read_text())
+
+
+SPEC_DAMAGE = {
+    "negative_shape": (lambda s: s.update(sample_shape=[-2]), "sample_shape [-2] is not a list of 1 to 3 positive sizes"),
+    "text_shape": (lambda s: s.update(sample_shape="2"), "'sample_shape' is missing or not a list"),
+    "huge_shape": (lambda s: s.update(sample_shape=[10**12]), "sample_shape [1000000000000] is not a list"),
+    "latent_mismatch": (lambda s: s["noise"].update(latent_dim=7), "the network's latent_dim 1 differs from the noise's 7"),
+    "short_shift": (lambda s: s["transform"].update(shift=[0.0]), "transform shift is not 2 finite numbers"),
+    "huge_width": (lambda s: s["config"].update(width=16000, depth=60), "parameters need"),
+    "spec_is_a_list": (lambda s: s.clear(), "'class' is missing"),
+    "unknown_class": (lambda s: s.update({"class": "Nope"}), "network 'Nope' is unknown"),
+}
+
+
+@pytest.mark.parametrize("case", list(SPEC_DAMAGE))
+def test_a_damaged_generator_spec_is_one_line(cli, copy_run, ring8_run, tmp_path, monkeypatch, case):
+    """Invariant: every field of generator.json is checked before anything is built (an export without a checksum,
+    as older versions wrote): `sample` and `eval` answer a bad one with one line, exit 2, and write nothing."""
+    monkeypatch.setattr(limits, "available_memory", lambda device="cpu": 2**30)
+    run = copy_run(ring8_run)
+    spec = _unseal(run)
+    change, fragment = SPEC_DAMAGE[case]
+    change(spec)
+    (run / "generator.json").write_text(json.dumps(spec))
+    assert_clean_error(cli("sample", run, "--n", "4", "--out", tmp_path / "x.npy"), "generator.json", fragment)
+    assert_clean_error(cli("eval", run, "--no-cache"), fragment)
+    assert not (tmp_path / "x.npy").exists() and not (run / "eval.json").exists()
+
+
+def test_a_flipped_byte_in_the_exported_generator_is_detected(cli, copy_run, ring8_run, tmp_path):
+    """Minimal reproduction: one changed byte in generator.safetensors was sampled from without a word."""
+    run = copy_run(ring8_run)
+    raw = bytearray((run / "generator.safetensors").read_bytes())
+    raw[-1] ^= 0x01
+    (run / "generator.safetensors").write_bytes(bytes(raw))
+    assert_clean_error(cli("sample", run, "--n", "4", "--out", tmp_path / "x.npy"), "generator.safetensors is corrupt: its checksum does not match")
+
+
+def test_the_sealed_spec_wins_over_an_edited_generator_json(copy_run, ring8_run):
+    """Invariant: generator.json is a readable copy; the spec sealed with the weights is the one used, so an
+    export cut between its two files (or an edited copy) still loads as written."""
+    run = copy_run(ring8_run)
+    (run / "generator.json").write_text("{not json")
+    assert load_generator(run).sample(3).shape == (3, 2)
+
+
+# --- --nproc ------------------------------------------------------------------------------------
+
+
+def test_nproc_checks_config_and_data_before_torchrun_starts(cli, tmp_path, monkeypatch):
+    """Minimal reproduction: `--nproc 2` with a bad value exited 143 after 8 lines, the error buried."""
+    import ganforge.cli as cli_module
+
+    monkeypatch.setattr(cli_module, "_launch", lambda *a: pytest.fail("torchrun started"))
+    assert_clean_error(cli(*ring8_args(tmp_path / "run", 4), "--nproc", "2", "--g_width", "0"), "g_width=0 is invalid")
+    assert_clean_error(cli("train", "--data", tmp_path / "none.csv", "--nproc", "2", "--out", tmp_path / "run"), "no such file")
+    assert_clean_error(cli(*ring8_args(tmp_path / "run", 4), "--nproc", "2", "arch=conv"), "arch='conv' needs image data")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_failing_process_of_a_torchrun_job_reports_its_own_error(tmp_path):
+    """Invariant: when one process of `--nproc 2` fails (here: the run folder is locked by this test), the job ends
+    with that process's own error line and exit code (2), not a line about the peer torchrun then stopped."""
+    run = tmp_path / "run"
+    with runlock.hold(run):
+        result = subprocess.run([PYTHON, "-m", "ganforge", *ring8_args(run, 10), "--nproc", "2"],
+                                capture_output=True, text=True, env=subprocess_env(), timeout=300)
+    ours = [line for line in result.stderr.splitlines() if line.startswith("ganforge: ")]
+    assert result.returncode == 2, result.stderr
+    assert ours == [f"ganforge: error: out='{run}' is in use by another ganforge run (process id {os.getpid()}): wait for it to end, "
+                    "or choose another --out", "ganforge: error: process 0 failed with exit code 2"], result.stderr
+    assert "Traceback" not in result.stderr and not run.exists()
+
+
+def _failure(exitcode: int, timestamp: int):
+    return types.SimpleNamespace(exitcode=exitcode, timestamp=timestamp)
+
+
+@pytest.mark.parametrize(("failures", "rank", "code"), [
+    ({0: _failure(2, 5), 1: _failure(-signal.SIGTERM, 6)}, 0, 2),  # its own error, then the launcher's SIGTERM to its peer
+    ({0: _failure(-signal.SIGTERM, 1), 1: _failure(2, 5)}, 1, 2),  # even when the SIGTERM is recorded first
+    ({0: _failure(4, 5), 1: _failure(-signal.SIGKILL, 6)}, 1, -signal.SIGKILL),  # killed: the cause of its peer's lost contact
+    ({0: _failure(4, 5), 1: _failure(3, 6)}, 1, 3),  # an own error before a lost connection
+    ({0: _failure(130, 5), 1: _failure(130, 5)}, 0, 130),
+])
+def test_the_launcher_reports_the_failure_that_caused_the_others(failures, rank, code):
+    found_rank, failure = launch._cause(failures)
+    assert (found_rank, failure.exitcode) == (rank, code)
+
+
+# --- the command line never shows a traceback --------------------------------------------------
+
+
+def test_an_unexpected_exception_is_one_line_with_exit_1(cli, ring8_run, tmp_path, monkeypatch):
+    """Invariant: an error nobody foresaw (a bug) is one line with its type and message, the --debug hint, exit 1;
+    with --debug the traceback shows."""
+    monkeypatch.setattr(export_module, "load_generator", lambda *a, **k: (_ for _ in ()).throw(ZeroDivisionError("boom\nmore")))
+    result = cli("sample", ring8_run, "--out", tmp_path / "x.npy")
+    assert result.code == 1 and result.err.strip().splitlines() == [
+        "ganforge: error: unexpected ZeroDivisionError: boom (run with --debug for the traceback)"
+    ]
+    with pytest.raises(ZeroDivisionError):
+        cli("--debug", "sample", ring8_run, "--out", tmp_path / "x.npy")
+
+
+@pytest.mark.parametrize("args", [
+    ["sample"], ["train", "--nproc", "x"], ["eval"], ["sample", "run", "--n", "many", "--out", "x.npy"], ["frobnicate"],
+])
+def test_usage_errors_are_one_line(cli, args):
+    """Minimal reproduction: argparse's errors printed a usage block of 4-22 lines."""
+    assert_clean_error(cli(*args), "see 'ganforge")
+
+
+@pytest.fixture(scope="module")
+def vectors3_run(tmp_path_factory) -> tuple[Path, str]:
+    """A finished 4-step run on 3-D vectors, and its stderr."""
+    folder = tmp_path_factory.mktemp("vectors3")
+    np.savetxt(folder / "v.csv", np.random.default_rng(0).normal(size=(40, 3)), delimiter=",")
+    out = folder / "run"
+    code, err = _main_with_stderr(["train", "--data", str(folder / "v.csv"), "--steps", "4", "--out", str(out), *TINY_MLP])
+    assert code == 0, err
+    return out, err
+
+
+def _main_with_stderr(args: list[str]) -> tuple[int, str]:
+    import contextlib
+
+    from ganforge.cli import main
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stderr(buffer):
+        code = main(args)
+    return code, buffer.getvalue()
+
+
+def test_a_run_without_a_picture_does_not_name_one(vectors3_run):
+    """Minimal reproduction: the final line named samples/final.png for 3-D vectors, which have no picture."""
+    run, err = vectors3_run
+    assert not (run / "samples" / "final.png").exists()
+    assert "final.png" not in err and f"Generator: {run / 'generator.safetensors'}" in err
+
+
+def test_a_png_of_vectors_beyond_2d_is_one_line(cli, vectors3_run, tmp_path):
+    """Minimal reproduction: `sample --out x.png` on a 3-D vector run ended in a traceback."""
+    assert_clean_error(cli("sample", vectors3_run[0], "--out", tmp_path / "x.png"), "3-dimensional vectors: use .npy or .csv")
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_the_data_own_image_size_is_named_as_the_data(cli, tmp_path):
+    """Minimal reproduction: a folder of 1x1 images gave 'image_size=1 is invalid', a key the user never set."""
+    (tmp_path / "tiny").mkdir()
+    for i in range(4):
+        Image.new("L", (1, 1), 40 * i).save(tmp_path / "tiny" / f"{i}.png")
+    assert_clean_error(cli("train", "--data", tmp_path / "tiny", "--out", tmp_path / "run", *TINY_CONV),
+                       "holds 1x1-pixel images", "set image_size")
+
+
+def test_a_csv_error_names_the_row_and_the_file_line(tmp_path):
+    """Minimal reproduction: the same bad CSV value was 'row 3' in one message and 'line 6' in another."""
+    (tmp_path / "t.csv").write_text("a,b\n1,2\n\n3,4\n\nnan,5\n")
+    with pytest.raises(GanforgeError, match=r"row 3 holds NaN or Inf \(line 6 of the file\)"):
+        load_dataset(str(tmp_path / "t.csv"))
+
+
+def test_vector_metrics_do_not_depend_on_the_data_units():
+    """Invariant: vectors are compared in standardised units, so scaling a column (grams for kilograms) leaves
+    every metric as it was (raw units made penguins' FD 415,599, driven by body mass alone)."""
+    from ganforge.data.vectors import load_vectors
+    from ganforge.evaluate import evaluate_samples
+
+    folder = Path(tempfile.mkdtemp())
+    table = np.random.default_rng(1).normal(size=(300, 3))
+    scaled = table * np.array([1.0, 1000.0, 0.01])
+    results = []
+    for name, values in (("a.npy", table), ("b.npy", scaled)):
+        np.save(folder / name, values)
+        real = load_vectors(folder / name)
+        fake = torch.from_numpy(values[:150] * 0.9 + 0.1 * values[150:]).float()
+        results.append(evaluate_samples(fake, real, metrics=("fd", "precision_recall"))["metrics"])
+    assert results[0]["fd"] == pytest.approx(results[1]["fd"], rel=1e-4)
+    assert results[0]["precision"] == results[1]["precision"] and results[0]["recall"] == results[1]["recall"]
+    shutil.rmtree(folder)

@@ -123,3 +123,70 @@ def latest_checkpoint(run_dir: Path, map_location: str | torch.device = "cpu") -
         except GanforgeError as err:
             warnings.append(f"{err}; using an older checkpoint")
     return None, warnings
+
+
+def checkpoint_mismatch(state: dict, name_step: int, trainer=None) -> str | None:
+    """Why a loaded checkpoint cannot resume this run, or None.
+
+    Checks that its step is the one its file name says and, given a `trainer` (anything
+    with generator, discriminator, ema, g_optimizer and d_optimizer as the Trainer has),
+    that every saved tensor has the key and shape the networks and optimizers expect.
+    """
+    step = state["step"]
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        return f"holds step {str(step)[:40]}: expected a step count"
+    if step != name_step:
+        return f"holds step {step} but its name says step {name_step}"
+    if not isinstance(state["config"], dict):
+        return "holds no config object"
+    sampler = state.get("sampler")
+    streams = isinstance(sampler, dict) and all(isinstance(sampler.get(k), int) for k in ("epoch", "position", "seed"))
+    if not (streams and isinstance(state.get("seconds"), (int, float)) and isinstance(state.get("skipped_steps"), int)
+            and isinstance(state.get("torch_rng"), torch.Tensor) and isinstance(state.get("noise"), dict)):
+        return "holds no complete training state (seconds, skipped steps, random streams)"
+    if trainer is None:
+        return None
+    networks = {"generator": trainer.generator, "discriminator": trainer.discriminator}
+    if trainer.ema is not None:
+        networks["ema"] = trainer.ema.average
+    for key, network in networks.items():
+        problem = _tensors_mismatch(state.get(key), network.state_dict())
+        if problem:
+            return f"does not fit this run's {key} ({problem})"
+    for key in ("g_optimizer", "d_optimizer"):
+        problem = _optimizer_mismatch(state[key], getattr(trainer, key))
+        if problem:
+            return f"does not fit this run's {key} ({problem})"
+    return None
+
+
+def _tensors_mismatch(saved: object, expected: dict) -> str | None:
+    if not isinstance(saved, dict):
+        return "no state dict"
+    if saved.keys() != expected.keys():
+        different = sorted(map(str, saved.keys() ^ expected.keys()))
+        return f"keys differ: {', '.join(different[:3])[:200]}"
+    for name, tensor in expected.items():
+        value = saved[name]
+        if not isinstance(value, torch.Tensor) or value.shape != tensor.shape:
+            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            return f"{name} is {shape}: expected {tuple(tensor.shape)}"
+    return None
+
+
+def _optimizer_mismatch(saved: object, optimizer: torch.optim.Optimizer) -> str | None:
+    """Same parameter groups and counts, and each moment tensor shaped as its parameter."""
+    try:
+        groups = saved["param_groups"]
+        ids = [i for group in groups for i in group["params"]]
+        moments = saved["state"]
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        if len(groups) != len(optimizer.param_groups) or len(ids) != len(params):
+            return f"{len(ids)} parameters: expected {len(params)}"
+        for index, param in zip(ids, params):
+            for name, value in moments.get(index, {}).items():
+                if isinstance(value, torch.Tensor) and value.dim() and value.shape != param.shape:
+                    return f"{name} of parameter {index} is {tuple(value.shape)}: expected {tuple(param.shape)}"
+    except (KeyError, TypeError, AttributeError):
+        return "not an optimizer state"
+    return None

@@ -17,6 +17,11 @@ from pathlib import Path
 from ganforge.config import Config, field_names, key_help, load_yaml, make_config, parse_overrides, unknown_key
 from ganforge.errors import GanforgeError
 
+UNEXPECTED = 1  # the exit code of an error the command line did not expect (a bug): distinct from bad input's 2
+MAX_SAMPLES = 10_000_000  # samples one `ganforge sample` draws at most (fewer where memory is the limit)
+MAX_GRID = 4096  # images one .png grid holds at most
+
+
 TRAIN_EXAMPLES = """examples:
   ganforge train                                   # digits, about 2 minutes on 2 CPU cores -> runs/digits
   ganforge train --data ring8 --steps 5000         # 2D mixture of 8 Gaussians -> runs/ring8
@@ -43,8 +48,20 @@ Prints one JSON object; also writes it to RUN_DIR/eval.json and appends it to RU
 Real-data features are cached in $GANFORGE_CACHE (default ~/.cache/ganforge/eval)."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors as one line (exit 2) instead of a usage block."""
+
+    def error(self, message: str):
+        raise GanforgeError(f"{shown_text(message)}: see '{self.prog} --help'")
+
+
+def shown_text(text: str, limit: int = 200) -> str:
+    """`text` cut to `limit` characters: a message never echoes an unbounded input in full."""
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ganforge",
         allow_abbrev=False,
         description="Train generative adversarial networks with PyTorch, sample from them.",
@@ -144,18 +161,15 @@ def _train(args: argparse.Namespace, argv: list[str]) -> int:
     from ganforge import distributed
     from ganforge.training import train
 
+    most = _most_processes()
     if args.nproc < 1:
         raise GanforgeError(f"--nproc {args.nproc} is invalid: expected an integer >= 1")
+    if args.nproc > most:
+        raise GanforgeError(f"--nproc {shown_text(str(args.nproc), 40)} is invalid: expected an integer from 1 to {most} (the devices of this machine)")
+    config = _config(args)
     if args.nproc > 1 and not distributed.launched():
+        _check_before_launch(config)
         return _launch(args.nproc, _without_nproc(argv))
-
-    yaml_files = [a for a in args.args if "=" not in a]
-    if len(yaml_files) > 1:
-        raise GanforgeError(f"expected at most one config file, got {len(yaml_files)}: {' '.join(yaml_files)}")
-    layers = [load_yaml(yaml_files[0])] if yaml_files else []
-    flags = {name: getattr(args, f"key_{name}") for name in field_names() if getattr(args, f"key_{name}") is not None}
-    layers += [flags, parse_overrides([a for a in args.args if "=" in a])]
-    config: Config = make_config(*layers)
     try:
         train(config, new=args.new, progress=not args.quiet, say=lambda m: print(m, file=sys.stderr))
     except KeyboardInterrupt:
@@ -163,22 +177,58 @@ def _train(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
+def _config(args: argparse.Namespace) -> Config:
+    """The config of `ganforge train`'s YAML file, flags and key=value overrides (later wins), validated."""
+    yaml_files = [a for a in args.args if "=" not in a]
+    if len(yaml_files) > 1:
+        raise GanforgeError(f"expected at most one config file, got {len(yaml_files)}: {shown_text(' '.join(yaml_files))}")
+    layers = [load_yaml(yaml_files[0])] if yaml_files else []
+    flags = {name: getattr(args, f"key_{name}") for name in field_names() if getattr(args, f"key_{name}") is not None}
+    layers += [flags, parse_overrides([a for a in args.args if "=" in a])]
+    return make_config(*layers)
+
+
+def _most_processes() -> int:
+    """The most processes `--nproc` may start: one per GPU, or one per CPU core without GPUs."""
+    import torch
+
+    return max(torch.cuda.device_count(), os.cpu_count() or 1)
+
+
+def _check_before_launch(config: Config) -> None:
+    """What would refuse the run in every process is found once, here, before torchrun starts them:
+    the config's values, the data spec and the data, and the config resolved for that data."""
+    from ganforge.config import resolve
+    from ganforge.data import load_dataset
+    from ganforge.data.spec import parse_spec
+
+    dataset = load_dataset(config.data, config.image_size, config.channels, config.on_bad_image)
+    resolve(config, dataset.kind, dataset.sample_shape, parse_spec(config.data).name)
+
+
 def _sample(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ganforge.export import load_generator
+    from ganforge.limits import check_count
     from ganforge.plots import save_samples, to_image
     from ganforge.training.state import pick_device
 
     if args.n < 1:
         raise GanforgeError(f"--n {args.n} is invalid: expected an integer >= 1")
+    _check_seed(args.seed)
     out = Path(args.out)
     if out.exists() and not args.force and not (out.is_dir() and not any(out.iterdir())):
         raise GanforgeError(f"--out {out} exists: choose another path or add --force to overwrite")
-    generator = load_generator(args.run_dir, pick_device(args.device))
+    device = pick_device(args.device)
+    generator = load_generator(args.run_dir, device)
+    shape = tuple(generator.spec["sample_shape"])
+    check_count("--n", args.n, 1, MAX_SAMPLES, shape, device)
+    suffix = out.suffix.lower()
+    if suffix == ".png":
+        _check_picture(out, shape, args.n)
     samples = generator.sample(args.n, seed=args.seed).cpu()
     is_image = samples.dim() == 4
-    suffix = out.suffix.lower()
     if suffix == ".npy":
         np.save(out, samples.numpy().astype(np.float32))
     elif suffix == ".csv":
@@ -199,6 +249,19 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_seed(seed: int) -> None:
+    if not 0 <= seed < 2**31:
+        raise GanforgeError(f"--seed {shown_text(str(seed), 40)} is invalid: expected an integer from 0 to 2**31 - 1")
+
+
+def _check_picture(out: Path, shape: tuple[int, ...], n: int) -> None:
+    """A .png is an image grid or a 2D scatter plot: refused for other vectors, or for a grid too large to draw."""
+    if len(shape) == 1 and shape != (2,):
+        raise GanforgeError(f"--out {out}: a .png shows images or 2D points, but this run generates {shape[0]}-dimensional vectors: use .npy or .csv")
+    if len(shape) == 3 and n > MAX_GRID:
+        raise GanforgeError(f"--n {n} is invalid for one .png grid: expected at most {MAX_GRID:,} images (a folder or .npy takes more)")
+
+
 def _eval(args: argparse.Namespace) -> int:
     import json
 
@@ -207,6 +270,7 @@ def _eval(args: argparse.Namespace) -> int:
 
     if args.n is not None and args.n < 2:
         raise GanforgeError(f"--n {args.n} is invalid: expected an integer >= 2")
+    _check_seed(args.seed)
     metrics = tuple(m for group in args.metrics or [] for m in group.split(",") if m) or None
     cache = None if args.no_cache else Path(args.cache_dir) if args.cache_dir else cache_dir()
     record = evaluate_run(
@@ -239,33 +303,44 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    parser = _parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    args, unknown = parser.parse_known_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 2
+    debug = "--debug" in argv
     try:
-        if args.command == "train":
-            # key=value overrides may stand anywhere, also after flags
-            args.args += [a for a in unknown if "=" in a and not a.startswith("-")]
-            unknown = [a for a in unknown if a not in args.args]
-        if unknown:
-            flag = unknown[0].split("=")[0]
-            if args.command == "train" and flag.startswith("--"):
-                raise unknown_key(flag[2:].replace("-", "_"), "as a flag")
-            raise GanforgeError(f"unrecognized argument {unknown[0]!r}: see 'ganforge {args.command} --help'")
-        if args.command == "train":
-            return _train(args, argv)
-        return _sample(args) if args.command == "sample" else _eval(args)
+        return _command(argv)
     except GanforgeError as err:
-        if args.debug:
+        if debug:
             raise
         print(f"ganforge: error: {_one_line(str(err))}", file=sys.stderr)
         return err.exit_code
     except OSError as err:
-        if args.debug:
+        if debug:
             raise
         where = f" {err.filename}" if getattr(err, "filename", None) else ""
         print(_one_line(f"ganforge: error: cannot read or write{where}: {err.strerror or err}"), file=sys.stderr)
         return 2
+    except Exception as err:  # the last resort: never a traceback without --debug, and never silent
+        if debug:
+            raise
+        message = shown_text(str(err).strip().splitlines()[0] if str(err).strip() else "no message")
+        print(_one_line(f"ganforge: error: unexpected {type(err).__name__}: {message} (run with --debug for the traceback)"), file=sys.stderr)
+        return UNEXPECTED
+
+
+def _command(argv: list[str]) -> int:
+    parser = _parser()
+    args, unknown = parser.parse_known_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if args.command == "train":
+        # key=value overrides may stand anywhere, also after flags
+        args.args += [a for a in unknown if "=" in a and not a.startswith("-")]
+        unknown = [a for a in unknown if a not in args.args]
+    if unknown:
+        flag = unknown[0].split("=")[0]
+        if args.command == "train" and flag.startswith("--"):
+            raise unknown_key(shown_text(flag[2:].replace("-", "_"), 60), "as a flag")
+        raise GanforgeError(f"unrecognized argument {shown_text(repr(unknown[0]), 80)}: see 'ganforge {args.command} --help'")
+    if args.command == "train":
+        return _train(args, argv)
+    return _sample(args) if args.command == "sample" else _eval(args)

@@ -20,7 +20,7 @@ import yaml
 from ganforge.data.spec import SPEC_HELP, parse_spec
 from ganforge.errors import GanforgeError
 from ganforge.losses import LOSSES
-from ganforge.nets import ARCHITECTURES, D_NORMS, NORMS, mbstd_group
+from ganforge.nets import ARCHITECTURES, D_NORMS, NORMS, conv_layout, mbstd_group
 from ganforge.noise import DISTRIBUTIONS
 from ganforge.presets import PRESETS, auto_values
 
@@ -127,6 +127,22 @@ ADDED_KEYS = {"d_mbstd": 0}
 
 _TYPES = typing.get_type_hints(Config)
 
+# The largest value of each integer key: far beyond any run these networks make sense for,
+# small enough that a typo (1e9) is refused here, in one line, rather than by the memory
+# allocator. Whether the networks and batches of a run fit in memory is checked again once
+# the data's shape is known (`ganforge.limits`).
+MAXIMA = {
+    "image_size": 1024, "latent_dim": 16_384, "g_width": 16_384, "d_width": 16_384, "g_depth": 64, "d_depth": 64,
+    "g_extra_layers": 64, "d_extra_layers": 64, "d_mbstd": 1024, "pack": 64, "r1_every": 1_000_000,
+    "steps": 1_000_000_000, "batch_size": 1_048_576, "d_steps_per_g_step": 100, "log_every": 1_000_000_000,
+    "sample_every": 1_000_000_000, "checkpoint_every": 1_000_000_000, "keep_checkpoints": 1000,
+    "max_nonfinite_steps": 1_000_000_000, "eval_every": 1_000_000_000, "eval_n": 1_000_000, "threads": 1024,
+}
+# The largest penalty weight: beyond it the penalty alone decides every step.
+MAX_PENALTY = 1e6
+# Samples an evaluation needs at least: density/coverage's 5 nearest neighbours and the sample itself.
+MIN_EVAL_SAMPLES = 6
+
 
 def field_names() -> list[str]:
     return [f.name for f in fields(Config)]
@@ -162,7 +178,10 @@ def _coerce(key: str, value: object) -> object:
     word = value.strip().lower() if isinstance(value, str) else None
     if word in CHOICES.get(key, ()):
         return word  # "none" is a choice of g_norm and d_norm, not auto
-    if word in ("none", "null", "auto", "") and optional:
+    if word == "" and optional:
+        # Not auto: an empty value is more often a variable that was never set (steps=$STEPS).
+        raise GanforgeError(f"{key}= is empty: expected a value, or {key}=auto for the default")
+    if word in ("none", "null", "auto") and optional:
         return None
     if value is None:
         if optional:
@@ -195,7 +214,7 @@ def _coerce(key: str, value: object) -> object:
             raise ValueError
         return str(value)
     except (ValueError, TypeError, OverflowError):
-        raise GanforgeError(f"{key}={value!r} is invalid: expected {expected}") from None
+        raise GanforgeError(f"{key}={shown(value)} is invalid: expected {expected}") from None
 
 
 def parse_overrides(pairs: list[str]) -> dict:
@@ -248,7 +267,19 @@ def make_config(*layers: dict) -> Config:
 
 def _require(ok: bool, key: str, value: object, expected: str) -> None:
     if not ok:
-        raise GanforgeError(f"{key}={value!r} is invalid: expected {expected}")
+        raise GanforgeError(f"{key}={shown(value)} is invalid: expected {expected}")
+
+
+def shown(value: object, limit: int = 60) -> str:
+    """repr(value) cut to `limit` characters, so a message never echoes an unbounded input."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+def _require_range(key: str, value: int | None, low: int) -> None:
+    """An integer key between `low` and MAXIMA[key]; the message names the range when too large."""
+    _require(value is None or value >= low, key, value, f"an integer >= {low}")
+    _require(value is None or value <= MAXIMA[key], key, value, f"an integer from {low} to {MAXIMA[key]:,}")
 
 
 def validate(config: Config) -> None:
@@ -260,11 +291,9 @@ def validate(config: Config) -> None:
                 "batch_size", "d_steps_per_g_step", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints",
                 "threads")
     for key in positive:
-        value = getattr(config, key)
-        _require(value is None or value >= 1, key, value, "an integer >= 1")
+        _require_range(key, getattr(config, key), 1)
     for key in ("g_extra_layers", "d_extra_layers", "max_nonfinite_steps", "eval_every"):
-        value = getattr(config, key)
-        _require(value is None or value >= 0, key, value, "an integer >= 0")
+        _require_range(key, getattr(config, key), 0)
     for key in ("lr_g", "lr_d"):
         value = getattr(config, key)
         _require(value is None or 0 < value < 10, key, value, "a learning rate > 0")
@@ -273,11 +302,13 @@ def validate(config: Config) -> None:
         _require(value is None or 0 <= value < 1, key, value, "a number in [0, 1)")
     _require(config.ema_decay is None or 0 <= config.ema_decay < 1, "ema_decay", config.ema_decay, "a number in [0, 1)")
     _require(0 <= config.seed < 2**31, "seed", config.seed, "an integer from 0 to 2**31 - 1")
-    _require(config.gp_weight >= 0, "gp_weight", config.gp_weight, "a number >= 0")
-    _require(config.r1_gamma is None or config.r1_gamma >= 0, "r1_gamma", config.r1_gamma, "a number >= 0")
+    _require(0 <= config.gp_weight <= MAX_PENALTY, "gp_weight", config.gp_weight, f"a number from 0 to {MAX_PENALTY:g}")
+    r1_ok = config.r1_gamma is None or 0 <= config.r1_gamma <= MAX_PENALTY
+    _require(r1_ok, "r1_gamma", config.r1_gamma, f"a number from 0 to {MAX_PENALTY:g}")
     _require(config.d_mbstd in (None, 0) or config.d_mbstd >= 2, "d_mbstd", config.d_mbstd, "0 (off) or a group size >= 2")
+    _require_range("d_mbstd", config.d_mbstd, 0)
     _require(config.lr_decay is None or 0 <= config.lr_decay <= 1, "lr_decay", config.lr_decay, "a fraction in [0, 1]")
-    _require(config.eval_n is None or config.eval_n >= 2, "eval_n", config.eval_n, "an integer >= 2")
+    _require_range("eval_n", config.eval_n, MIN_EVAL_SAMPLES)
     _require(config.best_metric in (None, *BEST_METRICS), "best_metric", config.best_metric, "one of " + ", ".join(BEST_METRICS))
     device = config.device
     _require(device in ("auto", "cpu", "cuda", "mps") or device.startswith("cuda:"), "device", device, "auto, cpu, cuda, cuda:N or mps")
@@ -314,6 +345,8 @@ def resolve(config: Config, kind: str, sample_shape: tuple[int, ...], run_name: 
     if kind == "images":
         values["channels"] = sample_shape[0]
         values["image_size"] = sample_shape[-1]
+        if config.image_size is None and values["arch"] == "conv":
+            _require_conv_size(config.data, sample_shape[-1])
     elif values["arch"] == "conv":
         raise GanforgeError(f"arch='conv' needs image data, but data='{config.data}' holds vectors: use arch=mlp")
     dim = math.prod(sample_shape)
@@ -329,6 +362,17 @@ def resolve(config: Config, kind: str, sample_shape: tuple[int, ...], run_name: 
     resolved = Config(**values)
     validate(resolved)
     return resolved
+
+
+def _require_conv_size(data: str, size: int) -> None:
+    """The data's own image size, which the user never set, named as such when the conv networks cannot make it."""
+    try:
+        conv_layout(size)
+    except GanforgeError:
+        raise GanforgeError(
+            f"data={shown(data)} holds {size}x{size}-pixel images, a size the conv networks cannot make: "
+            "set image_size (e.g. 8, 16, 28, 32, 64) or use arch=mlp"
+        ) from None
 
 
 def diff(saved: dict, current: Config) -> list[str]:

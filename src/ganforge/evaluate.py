@@ -30,12 +30,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ganforge.config import MAXIMA, MIN_EVAL_SAMPLES
 from ganforge.data.dataset import Dataset
 from ganforge.data.images import load_mnist
 from ganforge.data.load import load_dataset
 from ganforge.data.spec import parse_spec
 from ganforge.errors import GanforgeError
 from ganforge.features import DigitClassifier, Extracted, PixelFeatures, extract, inception_features, load_classifier
+from ganforge.limits import check_count
 from ganforge.metrics import (
     class_histogram,
     class_stats,
@@ -100,10 +102,17 @@ class Extractor:
     name: str
     module: nn.Module | None  # None: the samples themselves (vectors) are the features
     notes: list[str] = field(default_factory=list)
+    # Vectors: the real data's affine transform; features are (x - shift) / scale, so every
+    # column counts alike and distances read in standard deviations, not in the data's units.
+    transform: dict | None = None
 
     def __call__(self, samples: Tensor) -> Extracted:
         if self.module is None:
-            return Extracted(features=samples.reshape(len(samples), -1).double().cpu().numpy())
+            features = samples.reshape(len(samples), -1).double().cpu()
+            if self.transform is not None:
+                shift = torch.as_tensor(self.transform["shift"], dtype=torch.float64)
+                features = (features - shift) / torch.as_tensor(self.transform["scale"], dtype=torch.float64)
+            return Extracted(features=features.numpy())
         return extract(self.module, samples)
 
 
@@ -167,7 +176,7 @@ def real_features(real: Dataset, extractor: Extractor, n: int, seed: int, cache:
     """
     samples = real.samples
     digest = hashlib.sha256()
-    for part in (real.name, str(tuple(samples.shape)), str(n), str(seed), extractor.name):
+    for part in (real.name, str(tuple(samples.shape)), str(n), str(seed), extractor.name, json.dumps(extractor.transform)):
         digest.update(part.encode() + b"\0")
     digest.update(samples.cpu().contiguous().numpy().tobytes())
     path = cache / f"{digest.hexdigest()[:24]}.npz" if cache is not None else None
@@ -258,6 +267,9 @@ def evaluate_samples(
         if name not in METRICS:
             raise GanforgeError(f"metric {name!r} is unknown: expected one or more of {', '.join(METRICS)}")
     extractor = pick_extractor(features, kind, device)
+    if extractor.module is None and kind == "vectors" and real.transform.get("kind") == "affine":
+        extractor.transform = real.transform
+        extractor.notes.append("vectors compared in standardised units: each column of the real data has mean 0 and std 1")
     feature_names = tuple(m for m in names if m != "modes")
     # Mode statistics need no real samples (their reference is the modes): n_real is None then.
     n_real = min(n_real or MAX_REFERENCE, len(real)) if feature_names else None
@@ -345,19 +357,23 @@ def evaluate_run(
 
     Returns the record: run, step, data, reference, time, then `evaluate`'s keys.
     """
-    from ganforge.export import SPEC, load_generator
+    from ganforge.export import load_generator
     from ganforge.rundir import CONFIG, write_json
 
     run_dir = Path(run_dir)
     generator = load_generator(run_dir, device)
+    if n is not None:
+        check_count("--n", n, MIN_EVAL_SAMPLES, MAXIMA["eval_n"], tuple(generator.spec["sample_shape"]), device)
     try:
         config = json.loads((run_dir / CONFIG).read_text(encoding="utf-8"))
         data = config["data"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
+        if not isinstance(data, str):
+            raise TypeError
+    except (OSError, ValueError, KeyError, TypeError) as err:
         raise GanforgeError(f"{run_dir / CONFIG} cannot be read ({type(err).__name__}): expected the config.json of a ganforge run") from None
     real = reference_dataset(config)
     result = evaluate(generator, real, n=n, metrics=metrics, features=features, seed=seed, real_baseline=real_baseline, cache=cache, device=device)
-    step = json.loads((run_dir / SPEC).read_text(encoding="utf-8")).get("step")
+    step = generator.spec.get("step")
     reference = f"{real.name} ({real.info.get('split', 'training data')}, {len(real)} samples)"
     record = {"run": str(run_dir), "step": step, "data": data, "reference": reference, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
               "seed": seed, **result}

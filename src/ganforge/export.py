@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save
+from safetensors.torch import load, save
 from torch import Tensor, nn
 
 from ganforge.checkpoint import atomic_write
+from ganforge.config import CHOICES, MAXIMA, shown
 from ganforge.data.dataset import to_data_space
 from ganforge.errors import GanforgeError
+from ganforge.limits import check_networks_fit
 from ganforge.nets import build_network
 from ganforge.noise import NoiseSampler
 
 WEIGHTS, SPEC = "generator.safetensors", "generator.json"
+# The weights file's metadata entry SEAL holds JSON: the spec's JSON text under SPEC_KEY and a
+# SHA-256 over the tensors and that text under CHECKSUM.
+SEAL, SPEC_KEY, CHECKSUM = "ganforge", "spec", "sha256"
+MAX_DIM = 1_000_000  # the largest size of one dimension of a sample a spec may name
 
 
 class SampleableGenerator(nn.Module):
@@ -45,26 +53,141 @@ class SampleableGenerator(nn.Module):
 
 
 def export_generator(run_dir: Path, generator: nn.Module, spec: dict) -> None:
-    """Writes the generator's weights and rebuild spec (class name, constructor config, noise, transform)."""
+    """Writes the generator's weights and rebuild spec (class name, constructor config, noise, transform).
+
+    The weights file carries the spec in its metadata and a SHA-256 over both, so one file,
+    replaced in one rename, holds everything a sampler needs and shows any changed byte.
+    generator.json is a readable copy, written after it.
+    """
     tensors = {k: v.detach().cpu().contiguous() for k, v in generator.state_dict().items()}
-    atomic_write(run_dir / WEIGHTS, lambda f: f.write(save(tensors)))
+    text = json.dumps(spec, sort_keys=True)
+    header, data = _split(save(tensors))
+    # One metadata entry: safetensors writes several in no fixed order, and the file should be a function of the weights.
+    seal = json.dumps({SPEC_KEY: text, CHECKSUM: _digest(header, data, text)})
+    weights = save(tensors, metadata={SEAL: seal})
+    atomic_write(run_dir / WEIGHTS, lambda f: f.write(weights))
     atomic_write(run_dir / SPEC, lambda f: f.write(json.dumps(spec, indent=2).encode()))
 
 
+def _split(raw: bytes) -> tuple[dict, bytes]:
+    """A safetensors file's header (a dict: tensor entries and `__metadata__`) and its data bytes; ValueError if malformed."""
+    if len(raw) < 8:
+        raise ValueError("shorter than a safetensors header")
+    size = int.from_bytes(raw[:8], "little")
+    if size > len(raw) - 8:
+        raise ValueError("header longer than the file")
+    header = json.loads(raw[8 : 8 + size].decode("utf-8"))
+    if not isinstance(header, dict):
+        raise ValueError("header is not an object")
+    return header, raw[8 + size :]
+
+
+def _digest(header: dict, data: bytes, spec_text: str) -> str:
+    """SHA-256 over the tensor entries of a safetensors header, its data bytes and the spec's JSON text."""
+    entries = json.dumps({k: v for k, v in header.items() if k != "__metadata__"}, sort_keys=True)
+    return hashlib.sha256(entries.encode() + b"\n" + spec_text.encode() + b"\n" + data).hexdigest()
+
+
 def load_generator(run_dir: str | Path, device: str | torch.device = "cpu") -> SampleableGenerator:
-    """Rebuilds the exported generator of a run folder, in eval mode, on `device`."""
+    """Rebuilds the exported generator of a run folder, in eval mode, on `device`.
+
+    The spec sealed in the weights file is used once its checksum matches (generator.json is
+    then only a copy); an export written before specs were sealed there has none, and its
+    generator.json is taken on its fields' checks alone. Then every field of the spec is
+    checked, the network built and the weights loaded. Any failure is a GanforgeError naming the file.
+    """
     run_dir = Path(run_dir)
     spec_path, weights_path = run_dir / SPEC, run_dir / WEIGHTS
     for path in (spec_path, weights_path):
         if not path.is_file():
             raise GanforgeError(f"{path} does not exist: expected a run folder with an exported generator (train it first)")
+    weights = weights_path.read_bytes()
+    spec = _sealed_spec(weights, weights_path)
+    source = weights_path
+    if spec is None:
+        spec, source = _read_spec(spec_path), spec_path
+    problem = spec_problem(spec)
+    if problem:
+        raise GanforgeError(f"{source} cannot be rebuilt: {problem} (corrupt, or written by an incompatible ganforge version)")
+    network = _build(spec, source, device)
     try:
-        spec = json.loads(spec_path.read_text(encoding="utf-8"))
-        network = build_network(spec["class"], spec["config"])
-    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as err:
-        raise GanforgeError(f"{spec_path} cannot be rebuilt: corrupt or written by an incompatible ganforge version ({type(err).__name__}: {err})") from None
-    try:
-        network.load_state_dict(load_file(weights_path))
+        network.load_state_dict(load(weights))
     except (SafetensorError, RuntimeError, OSError) as err:
-        raise GanforgeError(f"{weights_path} is corrupt or does not match {spec_path} ({str(err).splitlines()[0][:200]})") from None
+        raise GanforgeError(f"{weights_path} is corrupt or does not match {source} ({str(err).splitlines()[0][:200]})") from None
     return SampleableGenerator(network, spec).to(device)
+
+
+def _sealed_spec(weights: bytes, weights_path: Path) -> dict | None:
+    """The spec sealed in the weights file, its checksum checked; None for an export without one."""
+    try:
+        header, data = _split(weights)
+        metadata = header.get("__metadata__") or {}
+        if not isinstance(metadata, dict) or SEAL not in metadata:
+            return None
+        seal = json.loads(metadata[SEAL])
+        text, digest = seal[SPEC_KEY], seal[CHECKSUM]
+        if digest != _digest(header, data, text):
+            raise GanforgeError(f"{weights_path} is corrupt: its checksum does not match")
+        return json.loads(text)
+    except (ValueError, TypeError, KeyError, RecursionError) as err:  # JSON and UTF-8 errors are ValueErrors
+        raise GanforgeError(f"{weights_path} is corrupt: not a safetensors file ({str(err)[:120]})") from None
+
+
+def _read_spec(spec_path: Path) -> object:
+    try:
+        return json.loads(spec_path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise GanforgeError(f"{spec_path} is not a JSON generator spec ({type(err).__name__}: {str(err)[:120]})") from None
+
+
+def _build(spec: dict, spec_path: Path, device: str | torch.device) -> nn.Module:
+    """The network of `spec`, after checking on the meta device that it fits in memory and makes samples of sample_shape."""
+    try:
+        check_networks_fit(lambda: (build_network(spec["class"], spec["config"]),), device, training=False)
+        with torch.device("meta"):
+            shape = tuple(build_network(spec["class"], spec["config"])(torch.zeros(2, spec["noise"]["latent_dim"])).shape[1:])
+        if list(shape) != spec["sample_shape"]:
+            raise GanforgeError(f"the network makes samples of shape {shape}, but sample_shape is {spec['sample_shape']}")
+        return build_network(spec["class"], spec["config"])
+    except (GanforgeError, TypeError, ValueError, RuntimeError) as err:
+        raise GanforgeError(f"{spec_path} cannot be rebuilt: {str(err).splitlines()[0][:200] if str(err) else type(err).__name__}") from None
+
+
+def spec_problem(spec: object) -> str | None:
+    """What is wrong with a generator spec's fields (types, sizes, consistency), or None."""
+    if not isinstance(spec, dict):
+        return f"it holds a {type(spec).__name__}: expected a JSON object"
+    fields = {"class": str, "config": dict, "noise": dict, "transform": dict, "sample_shape": list}
+    for name, kind in fields.items():
+        if not isinstance(spec.get(name), kind):
+            return f"'{name}' is missing or not a {kind.__name__}"
+    shape = spec["sample_shape"]
+    if not shape or len(shape) > 3 or not all(_count(d, 1, MAX_DIM) for d in shape):
+        return f"sample_shape {shown(shape)} is not a list of 1 to 3 positive sizes"
+    noise = spec["noise"]
+    if not _count(noise.get("latent_dim"), 1, MAXIMA["latent_dim"]) or noise.get("distribution") not in CHOICES["noise"]:
+        return f"noise {shown(noise)} is invalid: expected a latent_dim from 1 to {MAXIMA['latent_dim']:,} and a distribution"
+    if spec["config"].get("latent_dim") != noise["latent_dim"]:
+        return f"the network's latent_dim {shown(spec['config'].get('latent_dim'))} differs from the noise's {noise['latent_dim']}"
+    for key, value in spec["config"].items():
+        if isinstance(value, bool) or not (isinstance(value, str) and len(value) < 40 or _count(value, 0, MAXIMA["g_width"])
+                                           or isinstance(value, list) and all(_count(d, 1, MAX_DIM) for d in value)):
+            return f"config {shown(key)}={shown(value)} is invalid"
+    return _transform_problem(spec["transform"], shape)
+
+
+def _transform_problem(transform: dict, shape: list) -> str | None:
+    if transform.get("kind") == "image":
+        return None
+    if transform.get("kind") != "affine":
+        return f"transform kind {shown(transform.get('kind'))} is unknown: expected image or affine"
+    for name in ("shift", "scale"):
+        value = transform.get(name)
+        numbers = isinstance(value, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in value)
+        if not numbers or len(value) != shape[-1]:
+            return f"transform {name} is not {shape[-1]} finite numbers"
+    return None
+
+
+def _count(value: object, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high

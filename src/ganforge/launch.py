@@ -18,7 +18,10 @@ from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.run import parse_args, run
 
+from ganforge.errors import DistributedFailure
+
 STOPPED = 130  # what `ganforge train` exits with when a stop request ended it after saving
+LOST_CONTACT = DistributedFailure.exit_code  # what a process exits with when another one of the job is gone
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,17 +32,32 @@ def main(argv: list[str] | None = None) -> int:
         # together at one step, which rank 0 saved (or, past torchrun's shutdown timeout, were killed).
         return STOPPED
     except ChildFailedError as error:
-        killed = {rank: f.exitcode for rank, f in error.failures.items() if f.exitcode < 0}
-        if killed:  # the cause; its peers then fail on the lost connection
-            rank = min(killed)
-            name = signal.Signals(-killed[rank]).name
+        rank, failure = _cause(error.failures)
+        if failure.exitcode < 0:
+            name = signal.Signals(-failure.exitcode).name
             print(f"ganforge: error: process {rank} was killed by {name}; the same command resumes from the last checkpoint", file=sys.stderr)
-            return 128 - killed[rank]
-        rank, failure = error.get_first_failure()
-        if failure.exitcode != STOPPED:  # a worker's own error line is above
+            return 128 - failure.exitcode
+        if failure.exitcode != STOPPED:  # the process's own error line is above
             print(f"ganforge: error: process {rank} failed with exit code {failure.exitcode}", file=sys.stderr)
         return failure.exitcode
     return 0
+
+
+def _cause(failures: dict) -> tuple[int, object]:
+    """The failure that caused the others: a process killed by a signal other than SIGTERM (torchrun
+    ends the survivors of a failure with SIGTERM), else the earliest error of a process's own, before
+    a lost connection (exit code 4, what its peers report when one process is gone), before SIGTERM."""
+
+    def rank_of(item) -> tuple:
+        rank, failure = item
+        code = failure.exitcode
+        if code < 0:
+            order = 3 if -code == signal.SIGTERM else 0
+        else:
+            order = {LOST_CONTACT: 2, STOPPED: 4}.get(code, 1)
+        return order, failure.timestamp, rank
+
+    return min(failures.items(), key=rank_of)
 
 
 if __name__ == "__main__":

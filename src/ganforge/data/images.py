@@ -15,6 +15,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ganforge.data.dataset import Dataset
 from ganforge.errors import GanforgeError
+from ganforge.limits import check_images_fit
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 IMAGE_TRANSFORM = {"kind": "image"}
@@ -24,6 +25,7 @@ def resize_tensor(images: torch.Tensor, size: int | None) -> torch.Tensor:
     """uint8 (n, c, h, w) -> uint8 (n, c, size, size), antialiased; unchanged if already that size."""
     if size is None or images.shape[-2:] == (size, size):
         return images
+    check_images_fit(images.shape[0], images.shape[1], size)
     resized = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return resized.round().clamp(0, 255).to(torch.uint8)
 
@@ -170,6 +172,7 @@ def load_image_folder(
         sizes = {image.size for _, image in opened}
         w, h = next(iter(sizes))
         image_size = w if len(sizes) == 1 and w == h else 64
+    check_images_fit(len(opened), channels, image_size)
     arrays = np.empty((len(opened), image_size, image_size, channels), dtype=np.uint8)
     for i, (_, image) in enumerate(opened):
         arrays[i] = np.asarray(_square(_to_mode(image, channels), image_size)).reshape(image_size, image_size, channels)

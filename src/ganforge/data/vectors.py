@@ -28,8 +28,11 @@ def _load_npy(path: Path) -> np.ndarray:
     return array
 
 
-def _load_csv(path: Path) -> np.ndarray:
-    """Numeric rows of a CSV file; a first line with no numeric cell is a header. Errors give file line numbers."""
+def _load_csv(path: Path) -> tuple[np.ndarray, list[int]]:
+    """Numeric rows of a CSV file and the file line of each; a first line with no numeric cell is a header.
+
+    Errors give file line numbers.
+    """
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
@@ -49,7 +52,7 @@ def _load_csv(path: Path) -> np.ndarray:
             if not _is_number(cell):
                 raise GanforgeError(f"{path}: line {line}, column {j + 1} is {cell.strip()!r}: expected a number")
             values[i, j] = float(cell)
-    return values
+    return values, [line for line, _ in rows]
 
 
 def _is_number(cell: str) -> bool:
@@ -62,7 +65,8 @@ def _is_number(cell: str) -> bool:
 
 def load_vectors(path: Path) -> Dataset:
     """Rows of a .npy (n, dim) or (n,) array or a .csv table, standardised per column for training."""
-    array = _load_npy(path) if path.suffix.lower() == ".npy" else _load_csv(path)
+    array, lines = (_load_npy(path), None) if path.suffix.lower() == ".npy" else _load_csv(path)
+    line = (lambda row: "") if lines is None else (lambda row: f" (line {lines[row]} of the file)")
     if array.ndim == 1:
         array = array[:, None]
     if array.ndim != 2 or array.shape[0] < 2 or array.shape[1] < 1:
@@ -70,10 +74,10 @@ def load_vectors(path: Path) -> Dataset:
     array = array.astype(np.float64)
     if not np.isfinite(array).all():
         row = int(np.argwhere(~np.isfinite(array))[0][0])
-        raise GanforgeError(f"{path}: row {row + 1} holds NaN or Inf: expected finite numbers")
+        raise GanforgeError(f"{path}: row {row + 1} holds NaN or Inf{line(row)}: expected finite numbers")
     if np.abs(array).max() > np.finfo(np.float32).max:
         row = int(np.argwhere(np.abs(array) > np.finfo(np.float32).max)[0][0])
-        raise GanforgeError(f"{path}: row {row + 1} holds a value beyond float32's range (3.4e38): expected smaller numbers")
+        raise GanforgeError(f"{path}: row {row + 1} holds a value beyond float32's range (3.4e38){line(row)}: expected smaller numbers")
     shift = array.mean(axis=0)
     scale = array.std(axis=0)
     scale[scale == 0] = 1.0

@@ -113,7 +113,8 @@ def checkpoint(run: Run, tick: Tick) -> None:
     (the final one is written after the loop)."""
     if tick.interrupted or (tick.step % run.config.checkpoint_every == 0 and not tick.final):
         run.trainer.seconds = run.clock.seconds()
-        run.trainer.save(run.run_dir)
+        with run.stop.shielded():
+            run.trainer.save(run.run_dir)
 
 
 DUTIES = (log, draw_samples, evaluate, checkpoint)

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-from ganforge import distributed, rundir
+from ganforge import distributed, limits, rundir, runlock
 from ganforge.checkpoint import latest_checkpoint
 from ganforge.config import Config, resolve
 from ganforge.data import Dataset, load_dataset
@@ -26,7 +28,7 @@ from ganforge.evaluate import TrainingEvaluation
 from ganforge.training.duties import DUTIES, Tick, agree_on_stop, roll_back_if_diverged
 from ganforge.training.guard import DivergenceGuard, Tally
 from ganforge.training.metrics_log import MetricsLog
-from ganforge.training.state import Trainer, cpu_threads, pick_device, torch_threads
+from ganforge.training.state import Trainer, build_networks, cpu_threads, pick_device, torch_threads
 
 
 def train(config: Config, new: bool = False, progress: bool = True, say=print) -> Path:
@@ -62,17 +64,17 @@ def _train(config: Config, new: bool, progress: bool, say, device: torch.device 
         say(f"warning: skipped {len(skipped_files)} unreadable image file(s) (on_bad_image=skip), e.g. {skipped_files[0]}")
     config = resolve(config, dataset.kind, dataset.sample_shape, parse_spec(config.data).name)
     device = device or pick_device(config.device)
-    with torch_threads(cpu_threads(config, device)):
+    with torch_threads(cpu_threads(config, device)), runlock.hold(Path(config.out), distributed.is_main()):
         run = _start(config, dataset, device, new, progress, say)
         return run if isinstance(run, Path) else _finish(run, _loop(run))
 
 
-def _prepare_everywhere(run_dir: Path, config: Config, new: bool, say, extra: dict) -> dict | None:
+def _prepare_everywhere(run_dir: Path, config: Config, new: bool, say, extra: dict, trainer: Trainer) -> dict | None:
     """The main process prepares the run folder; the others learn the outcome and load the same checkpoint."""
     state, error = None, None
     if distributed.is_main():
         try:
-            state = rundir.prepare(run_dir, config, new, say, extra)
+            state = rundir.prepare(run_dir, config, new, say, extra, trainer)
         except GanforgeError as err:
             error = err
     message, resume_step = distributed.broadcast_object((str(error) if error else None, state["step"] if state else None))
@@ -91,11 +93,12 @@ def _start(config: Config, dataset: Dataset, device: torch.device, new: bool, pr
     """Builds the trainer, prepares the run folder and restores its checkpoint: the Run to loop
     over, or the run folder itself when it is already trained to `steps`."""
     # Everything that can still refuse the config is built before the run folder is touched.
+    limits.check_networks_fit(lambda: build_networks(config, dataset), device)
     trainer = Trainer(config, dataset, device, say)
     evaluation = TrainingEvaluation(config, device) if config.eval_every and distributed.is_main() else None
     run_dir = Path(config.out)
     extra = {"world_size": distributed.world_size(), "batch_per_process": trainer.local_batch}
-    state = _prepare_everywhere(run_dir, config, new, say, extra)
+    state = _prepare_everywhere(run_dir, config, new, say, extra, trainer)
     dataset.to(device)
     if state is not None:
         trainer.load_state_dict(state, say)
@@ -124,7 +127,8 @@ class Run:
         self.clock = Clock(trainer.seconds, trainer.step)
         self.bar = _progress(self.config.steps, trainer.step, progress)
         self.final = None  # the sampling generator saved at the last step, for the final picture
-        self.notes = {"losses": "", "evaluation": ""}  # the latest log interval and evaluation, for the progress line
+        self.notes = {"losses": "", "evaluation": ""}
+        self.stop = StopRequest()  # the latest log interval and evaluation, for the progress line
 
     def show(self, **notes: str) -> None:
         """Updates the progress line's notes (`losses=`, `evaluation=`)."""
@@ -167,7 +171,7 @@ def _loop(run: Run) -> bool:
     trainer.generator.train()
     trainer.discriminator.train()
     try:
-        with _StopRequest() as stop:
+        with run.stop as stop:
             while trainer.step < config.steps:
                 scalars, applied = trainer.iteration(skip_nonfinite=run.guard.enabled)
                 run.tally.add(scalars, applied, trainer.step)
@@ -180,7 +184,8 @@ def _loop(run: Run) -> bool:
                 if tick.interrupted:
                     return True
             trainer.seconds = run.clock.seconds()
-            run.final = trainer.save(run.run_dir)
+            with stop.shielded():
+                run.final = trainer.save(run.run_dir)
             return False
     finally:
         run.close()
@@ -196,27 +201,38 @@ def _finish(run: Run, interrupted: bool) -> Path:
     if run.final is not None:
         trainer.save_picture(run.final, run_dir / "samples" / "final.png")
     skipped_note = f" ({trainer.skipped_steps} steps skipped for NaN/Inf)" if trainer.skipped_steps else ""
-    run.say(
-        f"done: {trainer.step} steps in {trainer.seconds:.0f} s{skipped_note}. "
-        f"Final samples: {run_dir / 'samples' / 'final.png'}; generator: {run_dir / 'generator.safetensors'}"
-    )
+    picture, generator = run_dir / "samples" / "final.png", run_dir / "generator.safetensors"
+    # Vectors of more than 2 dimensions have no picture.
+    outputs = f"Final samples: {picture}; generator: {generator}" if picture.exists() else f"Generator: {generator}"
+    run.say(f"done: {trainer.step} steps in {trainer.seconds:.0f} s{skipped_note}. {outputs}")
     return run_dir
 
 
-class _StopRequest:
-    """Turns SIGINT/SIGTERM into a flag the loop checks between iterations (a second SIGINT aborts)."""
+class StopRequest:
+    """Turns SIGINT/SIGTERM into a flag the loop checks between iterations (a second SIGINT
+    aborts, except during a save)."""
 
     def __init__(self) -> None:
         self.requested = False
+        self.saving = False
 
-    def __enter__(self) -> _StopRequest:
+    def __enter__(self) -> StopRequest:
         self._saved = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
         return self
 
     def _handle(self, signum, frame) -> None:
-        if self.requested and signum == signal.SIGINT:
+        if self.requested and signum == signal.SIGINT and not self.saving:
             raise KeyboardInterrupt
         self.requested = True
+
+    @contextmanager
+    def shielded(self) -> Iterator[None]:
+        """A save no second SIGINT cuts short: the stop it asks for comes once the checkpoint is written."""
+        self.saving = True
+        try:
+            yield
+        finally:
+            self.saving = False
 
     def __exit__(self, *exc) -> None:
         for s, handler in self._saved.items():
