@@ -70,6 +70,8 @@ KEY_HELP = {
     "and shown in the progress line (default 0: off)",
     "eval_n": "generated samples per evaluation (auto: 2,500 for 2D mixtures, 26,000 for Stacked MNIST, else up to 10,000)",
     "best_metric": "metric that keeps the best generator in OUT/best and its state in OUT/checkpoints/best.pt",
+    "tensorboard": "true: also write TensorBoard event files (losses, D(x), D(G(z)), evaluation metrics, sample grids) to "
+    "OUT/tensorboard; needs the tensorboard package (default false)",
 }
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from ganforge import tensorboard_events
 from ganforge.errors import GanforgeError
 from ganforge.nets import mbstd_group
 from ganforge.presets import PRESETS
@@ -78,6 +79,7 @@ class Config:
     eval_every: int = 0  # steps between evaluations, logged to metrics.jsonl (0: off)
     eval_n: int | None = None  # generated samples per evaluation (auto: as `ganforge eval`)
     best_metric: str | None = None  # keeps checkpoints/best.pt by this metric (auto: reverse_kl for 2D mixtures, kl for Stacked MNIST, else fd)
+    tensorboard: bool = False  # also write TensorBoard event files to OUT/tensorboard (needs the tensorboard package)
 
 
 CHOICES = {
@@ -103,7 +105,7 @@ RESUMABLE_CHANGES = {
     "eval_every", "eval_n",
     "steps", "device", "out", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints",
     "max_nonfinite_steps", "on_divergence", "sync_batchnorm", "precision", "compile", "channels_last",
-    "threads",
+    "threads", "tensorboard",
 }
 
 # Values config.json records beside the config, derived at run time: a config file may
@@ -252,6 +254,8 @@ def validate(config: Config) -> None:
     _require(config.lr_decay is None or 0 <= config.lr_decay <= 1, "lr_decay", config.lr_decay, "a fraction in [0, 1]")
     _require(config.eval_n is None or config.eval_n >= 2, "eval_n", config.eval_n, "an integer >= 2")
     _require(config.best_metric in (None, *BEST_METRICS), "best_metric", config.best_metric, "one of " + ", ".join(BEST_METRICS))
+    if config.tensorboard and not tensorboard_events.installed():
+        raise GanforgeError("tensorboard=true needs the tensorboard package: pip install tensorboard (or leave tensorboard=false)")
     device = config.device
     _require(device in ("auto", "cpu", "cuda", "mps") or device.startswith("cuda:"), "device", device, "auto, cpu, cuda, cuda:N or mps")
     _require(bool(config.data.strip()), "data", config.data, "a dataset name or path")
