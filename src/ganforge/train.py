@@ -6,6 +6,7 @@ interval or a checkpoint (`_Tally`), so the hot path never waits for the device.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import time
@@ -19,8 +20,10 @@ from ganforge import distributed, rundir
 from ganforge.checkpoint import latest_checkpoint
 from ganforge.config import Config, resolve
 from ganforge.data import load_dataset
+from ganforge.diagnose import LiveDiagnosis
 from ganforge.errors import DistributedFailure, GanforgeError, TrainingDiverged
 from ganforge.evaluate import TrainingEvaluation
+from ganforge.tensorboard_events import TensorBoardEvents
 from ganforge.trainer import Trainer, cpu_threads, pick_device, torch_threads
 
 MAX_ROLLBACKS = 3
@@ -141,6 +144,8 @@ def _run(config: Config, dataset, device: torch.device, new: bool, progress: boo
     interval_start, interval_step = time.perf_counter(), trainer.step
     main = distributed.is_main()
     metrics_file = open(run_dir / rundir.METRICS, "a", encoding="utf-8") if main else None
+    diagnosis = LiveDiagnosis(dataclasses.asdict(config)) if main else None  # warns once per failure mode
+    events = TensorBoardEvents(run_dir) if main and config.tensorboard else None
     trainer.generator.train()
     trainer.discriminator.train()
     interrupted = False
@@ -189,6 +194,7 @@ def _run(config: Config, dataset, device: torch.device, new: bool, progress: boo
                     if metrics_file is not None:
                         metrics_file.write(json.dumps(record) + "\n")
                         metrics_file.flush()
+                        _observe(record, diagnosis, events, say)
                     bar.update(step - bar.n)
                     if count:
                         losses_note = f"d_loss {d_loss:.3f} g_loss {g_loss:.3f} D(x) {d_real:.3f} D(G(z)) {d_fake:.3f}"
@@ -196,7 +202,10 @@ def _run(config: Config, dataset, device: torch.device, new: bool, progress: boo
                     tally.reset()
                     interval_start, interval_step = now, step
                 if step % config.sample_every == 0 and main:
-                    trainer.save_picture(trainer.sampling_generator(), run_dir / "samples" / f"step_{step:08d}.png")
+                    picture = run_dir / "samples" / f"step_{step:08d}.png"
+                    trainer.save_picture(trainer.sampling_generator(), picture)
+                    if events is not None:
+                        events.picture(picture, step)
                 if evaluation is not None and (step % config.eval_every == 0 or step == config.steps):
                     eval_start = time.perf_counter()
                     trained_seconds = eval_start - started
@@ -208,6 +217,7 @@ def _run(config: Config, dataset, device: torch.device, new: bool, progress: boo
                     record = {"step": step, "seconds": round(trained_seconds, 3), "eval_seconds": round(eval_seconds, 3), "eval": scores}
                     metrics_file.write(json.dumps(record) + "\n")
                     metrics_file.flush()
+                    _observe(record, diagnosis, events, say)
                     eval_note = f" {config.best_metric} {scores[config.best_metric]:.4g} (best {trainer.best['value']:.4g})"
                     bar.set_postfix_str(losses_note + eval_note)
                 if interrupted or (step % config.checkpoint_every == 0 and step != config.steps):
@@ -221,6 +231,8 @@ def _run(config: Config, dataset, device: torch.device, new: bool, progress: boo
     finally:
         if metrics_file is not None:
             metrics_file.close()
+        if events is not None:
+            events.close()
         bar.close()
     if interrupted:
         say(f"stopped at step {trainer.step}; checkpoint saved in {run_dir / 'checkpoints'}; run the same command again to resume")
@@ -233,6 +245,14 @@ def _run(config: Config, dataset, device: torch.device, new: bool, progress: boo
         f"Final samples: {run_dir / 'samples' / 'final.png'}; generator: {run_dir / 'generator.safetensors'}"
     )
     return run_dir
+
+
+def _observe(record: dict, diagnosis: LiveDiagnosis, events: TensorBoardEvents | None, say) -> None:
+    """Hands a record just written to metrics.jsonl to the live diagnosis (one warning line per new failure mode) and TensorBoard."""
+    for line in diagnosis.update(record):
+        say(f"warning: {line}")
+    if events is not None:
+        events.record(record)
 
 
 class _Tally:
