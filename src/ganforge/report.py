@@ -276,7 +276,7 @@ def training_figures(runs: list[Run]) -> str:
     skipped = _log_series(runs, [("skipped_steps", "skipped steps")])
     if any(_finite(y) and y > 0 for s in skipped for _, y in s.points):
         figures.append(figure("skipped_steps", "Steps skipped for NaN/Inf (running total)", [line_plot(skipped, "step", "steps")], skipped))
-    return "".join(figures)
+    return f'<div class="figures">{"".join(figures)}</div>'
 
 
 def eval_metrics(runs: list[Run]) -> list[str]:
@@ -381,7 +381,7 @@ h1 { font-size: 22px; } h2 { font-size: 18px; border-bottom: 1px solid #ddd; mar
 table { border-collapse: collapse; margin: 8px 0; } td, th { border: 1px solid #ddd; padding: 4px 8px; text-align: left; vertical-align: top; }
 tr.present { background: #fde2e1; } tr.past { background: #fff4d6; } tr.absent td:nth-child(2) { color: #2a7a2a; } tr.unmeasured { color: #777; }
 tr.differs { background: #fff4d6; }
-figure { margin: 16px 0; } figcaption { font-weight: 600; margin-bottom: 4px; }
+figure { margin: 16px 0; } .figures { display: flex; flex-wrap: wrap; column-gap: 24px; } figcaption { font-weight: 600; margin-bottom: 4px; }
 .plots { display: flex; flex-wrap: wrap; gap: 12px; }
 svg.plot { background: #fff; font-size: 11px; } svg.plot text { fill: #444; } svg.plot .label { font-size: 12px; fill: #222; }
 svg.plot .frame { fill: none; stroke: #999; } svg.plot .grid { stroke: #eee; } svg.plot .line { fill: none; stroke-width: 1.6; }
