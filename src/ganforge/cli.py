@@ -1,4 +1,4 @@
-"""The `ganforge` command line: `train`, `sample` and `eval`.
+"""The `ganforge` command line: `train`, `sample`, `eval` and `report`.
 
 Every config key is also a flag of `ganforge train` (`--lr_g 0.001` or `--lr-g 0.001`) and a
 `key=value` override; a YAML file sets any of them, and flags win over the file. Bad input
@@ -60,12 +60,19 @@ def shown_text(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
+REPORT_EXAMPLES = """examples:
+  ganforge report runs/digits                       # -> runs/digits/report.html
+  ganforge report runs/digits runs/digits-hinge     # both on the same plots -> runs/digits/compare.html
+  ganforge report runs/a runs/b --out ab.html
+The page is one self-contained HTML file (inline SVG plots and PNG samples, no script): it opens offline."""
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="ganforge",
         allow_abbrev=False,
         description="Train generative adversarial networks with PyTorch, sample from them.",
-        epilog="Run 'ganforge train --help', 'ganforge sample --help' or 'ganforge eval --help' for each command's options.",
+        epilog="Run 'ganforge COMMAND --help' (train, sample, eval or report) for each command's options.",
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -121,7 +128,25 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--cache-dir", help="folder for cached real-data features (default $GANFORGE_CACHE or ~/.cache/ganforge/eval)")
     evaluate.add_argument("--no-cache", action="store_true", help="compute real-data features afresh and store nothing")
     evaluate.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    report = commands.add_parser(
+        "report", help="write an HTML page of a run's training: plots, samples, config, diagnosis", epilog=REPORT_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Write one self-contained HTML page of a run: losses, D(x) and D(G(z)), every evaluation metric against "
+        "steps and training time, the sample grids over training, the config, and a diagnosis of the known failure modes "
+        "(discriminator winning, mode collapse, failure to converge, divergence) with what to try. Several runs share the plots.",
+    )
+    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="one or more run folders written by 'ganforge train'")
+    report.add_argument("--out", help="the page to write (default: RUN_DIR/report.html; for several runs, FIRST_RUN_DIR/compare.html)")
+    report.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
+
+
+def _report(args: argparse.Namespace) -> int:
+    from ganforge.report import write_report
+
+    print(f"wrote {write_report(args.run_dirs, args.out)}", file=sys.stderr)
+    return 0
 
 
 def _launch(nproc: int, argv: list[str]) -> int:
@@ -343,4 +368,6 @@ def _command(argv: list[str]) -> int:
         raise GanforgeError(f"unrecognized argument {shown_text(repr(unknown[0]), 80)}: see 'ganforge {args.command} --help'")
     if args.command == "train":
         return _train(args, argv)
+    if args.command == "report":
+        return _report(args)
     return _sample(args) if args.command == "sample" else _eval(args)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from ganforge import tensorboard_events
 from ganforge.data.spec import SPEC_HELP, parse_spec
 from ganforge.errors import GanforgeError
 from ganforge.losses import LOSSES
@@ -98,6 +99,10 @@ class Config:
     eval_every: int = key(0, "steps between evaluations during training (the metrics of `ganforge eval`), logged to metrics.jsonl (0: off)")
     eval_n: int | None = key(None, "generated samples per evaluation (auto: 2,500 for 2D mixtures, 26,000 for Stacked MNIST, else up to 10,000)")
     best_metric: str | None = key(None, "metric that keeps the best generator in OUT/best and its state in OUT/checkpoints/best.pt")
+    tensorboard: bool = key(
+        False, "true: also write TensorBoard event files (losses, D(x), D(G(z)), evaluation metrics, sample grids) to OUT/tensorboard; "
+        "needs the tensorboard package",
+    )
 
 
 # The allowed values of every key that has a few, from the fields (and the registries they name).
@@ -114,7 +119,7 @@ RESUMABLE_CHANGES = {
     "eval_every", "eval_n",
     "steps", "device", "out", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints",
     "max_nonfinite_steps", "on_divergence", "sync_batchnorm", "precision", "compile", "channels_last",
-    "threads",
+    "threads", "tensorboard",
 }
 
 # Values config.json records beside the config, derived at run time: a config file may
@@ -310,6 +315,8 @@ def validate(config: Config) -> None:
     _require(config.lr_decay is None or 0 <= config.lr_decay <= 1, "lr_decay", config.lr_decay, "a fraction in [0, 1]")
     _require_range("eval_n", config.eval_n, MIN_EVAL_SAMPLES)
     _require(config.best_metric in (None, *BEST_METRICS), "best_metric", config.best_metric, "one of " + ", ".join(BEST_METRICS))
+    if config.tensorboard and not tensorboard_events.installed():
+        raise GanforgeError("tensorboard=true needs the tensorboard package: pip install tensorboard (or leave tensorboard=false)")
     device = config.device
     _require(device in ("auto", "cpu", "cuda", "mps") or device.startswith("cuda:"), "device", device, "auto, cpu, cuda, cuda:N or mps")
     _require(bool(config.data.strip()), "data", config.data, "a dataset name or path")

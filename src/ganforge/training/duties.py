@@ -3,16 +3,21 @@
 After every iteration the loop makes a `Tick` (the step, and whether it ends the run, was
 interrupted, logs or saves), settles the divergence guard, then hands the tick to each
 duty in `DUTIES` order: log, samples, evaluation, checkpoint. A duty decides for itself
-whether the tick is its boundary; none knows the others.
+whether the tick is its boundary; none knows the others. The diagnose duty reads each
+metrics record as it is written (a listener on the metrics log).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ganforge import distributed
+from ganforge.config import Config
+from ganforge.diagnose import LiveDiagnosis
 from ganforge.training.guard import MAX_ROLLBACKS
 
 if TYPE_CHECKING:
@@ -88,7 +93,10 @@ def draw_samples(run: Run, tick: Tick) -> None:
     """A sample grid (or 2D scatter plot) from fixed noise every `sample_every` steps."""
     if tick.step % run.config.sample_every or not run.main:
         return
-    run.trainer.save_picture(run.trainer.sampling_generator(), run.run_dir / "samples" / f"step_{tick.step:08d}.png")
+    picture = run.run_dir / "samples" / f"step_{tick.step:08d}.png"
+    run.trainer.save_picture(run.trainer.sampling_generator(), picture)
+    if run.events is not None:
+        run.events.picture(picture, tick.step)
 
 
 def evaluate(run: Run, tick: Tick) -> None:
@@ -118,3 +126,16 @@ def checkpoint(run: Run, tick: Tick) -> None:
 
 
 DUTIES = (log, draw_samples, evaluate, checkpoint)
+
+
+def diagnosis(config: Config, say) -> Callable[[dict], None]:
+    """The diagnose duty, a listener on the metrics log: each record written goes through the
+    failure-mode rules (`ganforge.diagnose`), and a mode whose signal has just appeared is said
+    once, as one warning line."""
+    live = LiveDiagnosis(dataclasses.asdict(config))
+
+    def diagnose(record: dict) -> None:
+        for line in live.update(record):
+            say(f"warning: {line}")
+
+    return diagnose

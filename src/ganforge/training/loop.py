@@ -25,7 +25,8 @@ from ganforge.data import Dataset, load_dataset
 from ganforge.data.spec import parse_spec
 from ganforge.errors import DistributedFailure, GanforgeError
 from ganforge.evaluate import TrainingEvaluation
-from ganforge.training.duties import DUTIES, Tick, agree_on_stop, roll_back_if_diverged
+from ganforge.tensorboard_events import TensorBoardEvents
+from ganforge.training.duties import DUTIES, Tick, agree_on_stop, diagnosis, roll_back_if_diverged
 from ganforge.training.guard import DivergenceGuard, Tally
 from ganforge.training.metrics_log import MetricsLog
 from ganforge.training.state import Trainer, build_networks, cpu_threads, pick_device, torch_threads
@@ -114,14 +115,19 @@ def _start(config: Config, dataset: Dataset, device: torch.device, new: bool, pr
 
 
 class Run:
-    """What the duties share while the loop runs: the trainer, the run folder, the metrics log,
-    the guard and its tally, the training clock and the progress bar."""
+    """What the duties share while the loop runs: the trainer, the run folder, the metrics log
+    (with its listeners: live diagnosis, TensorBoard), the guard and its tally, the training
+    clock, the progress bar and the stop request."""
 
     def __init__(self, trainer: Trainer, run_dir: Path, evaluation: TrainingEvaluation | None, progress: bool, say) -> None:
         self.trainer, self.config, self.device = trainer, trainer.config, trainer.device
         self.run_dir, self.evaluation, self.say = run_dir, evaluation, say
         self.main = distributed.is_main()
         self.log = MetricsLog(run_dir / rundir.METRICS, writes=self.main)
+        self.log.listeners.append(diagnosis(self.config, say))
+        self.events = TensorBoardEvents(run_dir) if self.main and self.config.tensorboard else None
+        if self.events is not None:
+            self.log.listeners.append(self.events.record)
         self.tally = Tally(self.device, self.config.max_nonfinite_steps)
         self.guard = DivergenceGuard(self.config.max_nonfinite_steps, self.config.on_divergence, run_dir)
         self.clock = Clock(trainer.seconds, trainer.step)
@@ -137,6 +143,8 @@ class Run:
 
     def close(self) -> None:
         self.log.close()
+        if self.events is not None:
+            self.events.close()
         self.bar.close()
 
 
