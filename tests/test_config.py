@@ -13,7 +13,7 @@ from ganforge.presets import PRESETS
 
 def test_no_layers_gives_the_defaults():
     assert make_config() == Config()
-    assert make_config().data == "digits" and make_config().loss == "nonsaturating"
+    assert make_config().data == "digits" and make_config().loss is None  # auto: the preset picks the loss
 
 
 def test_values_are_coerced_to_the_field_types():
@@ -53,7 +53,7 @@ def test_later_layers_win():
         ("steps", -5), ("steps", 0), ("steps", 2.5), ("steps", "ten"), ("steps", True), ("steps", [1]),
         ("batch_size", 0), ("latent_dim", 0), ("lr_g", 0), ("lr_d", -1e-4), ("lr_g", "nan"), ("lr_g", "inf"),
         ("beta1", 1.0), ("beta2", -0.1), ("ema_decay", 1), ("gp_weight", -1), ("r1_gamma", -0.5), ("r1_every", 0),
-        ("loss", "hinged"), ("noise", "cauchy"), ("arch", "resnet"), ("g_norm", "layer"), ("channels", 2),
+        ("loss", "hinged"), ("noise", "cauchy"), ("arch", "vit"), ("g_norm", "layer"), ("channels", 2),
         ("device", "tpu"), ("on_bad_image", "ignore"), ("g_extra_layers", -1), ("keep_checkpoints", 0),
         ("data", ""), ("data", None), ("seed", "x"), ("d_mbstd", 1), ("d_mbstd", -2),
     ],

@@ -30,13 +30,14 @@ class Config:
     channels: int | None = None  # images: 1 or 3 (auto: 1 if every image is grey)
     on_bad_image: str = "error"  # error | skip: what an unreadable image file does
     # Networks
-    arch: str = "auto"  # mlp | conv (auto: conv for images, mlp for vectors)
+    arch: str = "auto"  # mlp | conv | resnet (auto: from the preset)
     latent_dim: int | None = None
     noise: str = "normal"  # normal | uniform on [-1, 1]
     g_width: int | None = None
     d_width: int | None = None
-    g_depth: int | None = None  # mlp: hidden layers
+    g_depth: int | None = None  # mlp: hidden layers; resnet: residual blocks per resolution
     d_depth: int | None = None
+    groups: int | None = None  # resnet: groups of each residual block's 3x3 convolution (1: a plain convolution)
     g_extra_layers: int | None = None  # conv: 3x3 layers at full resolution
     d_extra_layers: int | None = None
     g_norm: str | None = None  # batch | none
@@ -44,9 +45,10 @@ class Config:
     d_mbstd: int | None = None  # minibatch standard deviation in D: group size (0: off)
     pack: int | None = None  # PacGAN: samples the discriminator judges jointly (auto: 2 for Stacked MNIST, else 1)
     # Objective and optimisation
-    loss: str = "nonsaturating"  # minimax | nonsaturating | wasserstein | hinge | least_squares
+    loss: str | None = None  # minimax | nonsaturating | wasserstein | hinge | least_squares | relativistic
     gp_weight: float = 0.0  # WGAN-GP gradient penalty weight
     r1_gamma: float | None = None  # R1 penalty on real data, weighted gamma / 2 (auto: on for the 2D mixtures)
+    r2_gamma: float | None = None  # R2 penalty on generated data, weighted gamma / 2 (lazy with r1_every)
     r1_every: int | None = None  # lazy R1: the penalty on every Nth discriminator step, weighted N times
     steps: int | None = None  # generator steps
     batch_size: int | None = None
@@ -57,6 +59,7 @@ class Config:
     beta1: float | None = None  # Adam
     beta2: float | None = None
     ema_decay: float | None = None  # exponential moving average of G's weights (0: off)
+    ema_kimg: float | None = None  # the EMA's half-life in thousands of images, ramped up at the start (0: ema_decay instead)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     sync_batchnorm: bool = False  # several GPUs: BatchNorm statistics over the global batch
@@ -82,11 +85,11 @@ class Config:
 
 CHOICES = {
     "on_bad_image": ("error", "skip"),
-    "arch": ("auto", "mlp", "conv"),
+    "arch": ("auto", "mlp", "conv", "resnet"),
     "noise": ("normal", "uniform"),
     "g_norm": ("batch", "none"),
     "d_norm": ("batch", "none", "spectral"),
-    "loss": ("minimax", "nonsaturating", "wasserstein", "hinge", "least_squares"),
+    "loss": ("minimax", "nonsaturating", "wasserstein", "hinge", "least_squares", "relativistic"),
     "channels": (1, 3),
     "on_divergence": ("stop", "rollback"),
     "precision": ("fp32", "bf16", "fp16"),
@@ -112,7 +115,7 @@ DERIVED = ("world_size", "batch_per_process")
 
 # Keys added after run folders were saved, with the value that computes what those runs did:
 # a saved config.json without one reads as that value, so an older run still resumes.
-ADDED_KEYS = {"d_mbstd": 0}
+ADDED_KEYS = {"d_mbstd": 0, "groups": 1, "r2_gamma": 0.0, "ema_kimg": 0.0}
 
 _TYPES = typing.get_type_hints(Config)
 
@@ -231,7 +234,7 @@ def validate(config: Config) -> None:
         _require(value is None or value in options, key, value, "one of " + ", ".join(map(str, options)))
     positive = ("image_size", "latent_dim", "r1_every", "g_width", "d_width", "g_depth", "d_depth", "pack", "steps",
                 "batch_size", "d_steps_per_g_step", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints",
-                "threads")
+                "threads", "groups")
     for key in positive:
         value = getattr(config, key)
         _require(value is None or value >= 1, key, value, "an integer >= 1")
@@ -247,7 +250,9 @@ def validate(config: Config) -> None:
     _require(config.ema_decay is None or 0 <= config.ema_decay < 1, "ema_decay", config.ema_decay, "a number in [0, 1)")
     _require(0 <= config.seed < 2**31, "seed", config.seed, "an integer from 0 to 2**31 - 1")
     _require(config.gp_weight >= 0, "gp_weight", config.gp_weight, "a number >= 0")
-    _require(config.r1_gamma is None or config.r1_gamma >= 0, "r1_gamma", config.r1_gamma, "a number >= 0")
+    for key in ("r1_gamma", "r2_gamma", "ema_kimg"):
+        value = getattr(config, key)
+        _require(value is None or value >= 0, key, value, "a number >= 0")
     _require(config.d_mbstd in (None, 0) or config.d_mbstd >= 2, "d_mbstd", config.d_mbstd, "0 (off) or a group size >= 2")
     _require(config.lr_decay is None or 0 <= config.lr_decay <= 1, "lr_decay", config.lr_decay, "a fraction in [0, 1]")
     _require(config.eval_n is None or config.eval_n >= 2, "eval_n", config.eval_n, "an integer >= 2")
@@ -289,8 +294,8 @@ def resolve(config: Config, kind: str, sample_shape: tuple[int, ...], run_name: 
     if kind == "images":
         values["channels"] = sample_shape[0]
         values["image_size"] = sample_shape[-1]
-    elif values["arch"] == "conv":
-        raise GanforgeError(f"arch='conv' needs image data, but data='{config.data}' holds vectors: use arch=mlp")
+    elif values["arch"] in ("conv", "resnet"):
+        raise GanforgeError(f"arch='{values['arch']}' needs image data, but data='{config.data}' holds vectors: use arch=mlp")
     dim = math.prod(sample_shape)
     if values["latent_dim"] is None:
         # Lower than the data's dimension, as the generator maps a thin latent space onto the data.

@@ -1,7 +1,7 @@
 """Generator and discriminator networks.
 
-Two pairs ship with ganforge: an MLP pair for vector data and a DCGAN-style convolutional
-pair for images. Each network's constructor arguments are its whole configuration: they
+Three pairs ship with ganforge: an MLP pair for vector data, a DCGAN-style convolutional
+pair for images and a residual pair without normalisation for images (after R3GAN). Each network's constructor arguments are its whole configuration: they
 are saved beside its weights (`net.config`), so `build_network(name, config)` rebuilds it
 without any training code. Any `torch.nn.Module` can stand in for either player.
 
@@ -298,7 +298,113 @@ class ConvDiscriminator(nn.Module):
         return self.net(x.reshape(b // self.pack, self.pack * c, h, w)).flatten()
 
 
-NETWORKS = {cls.__name__: cls for cls in (MLPGenerator, MLPDiscriminator, ConvGenerator, ConvDiscriminator)}
+class ResidualBlock(nn.Module):
+    """x + branch(x), with no normalisation: 1x1 conv -> 3x3 conv (in `groups` groups) -> 1x1 conv.
+
+    The branch widens to 2 * channels inside (R3GAN's inverted bottleneck) and its last layer
+    starts at zero, so a new block is the identity and a deep network starts as its skip path;
+    training grows each branch from there, which lets it train without normalisation.
+    """
+
+    def __init__(self, channels: int, groups: int = 1) -> None:
+        super().__init__()
+        inner = 2 * channels
+        _check("groups", groups, groups >= 1 and inner % groups == 0, f"a divisor of the blocks' inner width {inner}")
+        self.branch = nn.Sequential(
+            nn.Conv2d(channels, inner, 1), nn.LeakyReLU(0.2),
+            nn.Conv2d(inner, inner, 3, 1, 1, groups=groups), nn.LeakyReLU(0.2),
+            nn.Conv2d(inner, channels, 1),
+        )
+        for layer in self.branch[:-1]:
+            if isinstance(layer, nn.Conv2d):
+                nn.init.kaiming_normal_(layer.weight, a=0.2, nonlinearity="leaky_relu")
+                nn.init.zeros_(layer.bias)
+        nn.init.zeros_(self.branch[-1].weight)
+        nn.init.zeros_(self.branch[-1].bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.branch(x)
+
+
+def _stage(channels: int, blocks: int, groups: int) -> list[nn.Module]:
+    return [ResidualBlock(channels, groups) for _ in range(blocks)]
+
+
+class ResNetGenerator(nn.Module):
+    """Residual generator (after R3GAN): z (batch, latent_dim) -> images (batch, channels, r, r) in [-1, 1].
+
+    A linear layer lifts z to a base x base map; at each resolution `blocks` residual blocks
+    refine it, and between resolutions a nearest-neighbour upsampling and a 1x1 convolution
+    double the size and halve the channels (width * 2**upsamplings at the base, width at full
+    size). A 1x1 convolution and tanh give the image. No normalisation anywhere.
+    """
+
+    def __init__(self, latent_dim: int, channels: int, resolution: int, width: int = 32, blocks: int = 1, groups: int = 1):
+        super().__init__()
+        _check("latent_dim", latent_dim, latent_dim >= 1, "an integer >= 1")
+        _check("g_width", width, width >= 1, "an integer >= 1")
+        _check("g_depth", blocks, blocks >= 0, "an integer >= 0")
+        self.config = dict(latent_dim=latent_dim, channels=channels, resolution=resolution, width=width, blocks=blocks, groups=groups)
+        base, upsamplings = conv_layout(resolution)
+        hidden = width * 2**upsamplings
+        self.base, self.hidden = base, hidden
+        self.project = nn.Linear(latent_dim, hidden * base * base)
+        layers: list[nn.Module] = [nn.LeakyReLU(0.2), *_stage(hidden, blocks, groups)]
+        for _ in range(upsamplings):
+            layers += [nn.Upsample(scale_factor=2), nn.Conv2d(hidden, hidden // 2, 1)]
+            hidden //= 2
+            layers += _stage(hidden, blocks, groups)
+        layers += [nn.LeakyReLU(0.2), nn.Conv2d(hidden, channels, 1), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        # (batch, latent_dim) -> (batch, hidden, base, base)
+        x = self.project(z.flatten(1)).view(z.shape[0], self.hidden, self.base, self.base)
+        return self.net(x)
+
+
+class ResNetDiscriminator(nn.Module):
+    """Residual discriminator (after R3GAN): images (batch, channels, r, r) -> logits (batch // pack,).
+
+    The mirror of `ResNetGenerator`: a 1x1 convolution reads the image at `width` channels;
+    at each resolution `blocks` residual blocks, then a 2x2 average pooling and a 1x1
+    convolution that doubles the channels; at the base size a linear layer gives the logit.
+    No normalisation (R1 and R2 keep it smooth instead).
+    """
+
+    def __init__(
+        self, channels: int, resolution: int, width: int = 32, blocks: int = 1, groups: int = 1, pack: int = 1, mbstd: int = 0
+    ):
+        super().__init__()
+        _check("d_width", width, width >= 1, "an integer >= 1")
+        _check("d_depth", blocks, blocks >= 0, "an integer >= 0")
+        _check("pack", pack, pack >= 1, "an integer >= 1")
+        self.config = dict(channels=channels, resolution=resolution, width=width, blocks=blocks, groups=groups, pack=pack, mbstd=mbstd)
+        self.pack = pack
+        base, downsamplings = conv_layout(resolution)
+        hidden = width
+        layers: list[nn.Module] = [nn.Conv2d(channels * pack, hidden, 1), nn.LeakyReLU(0.2)]
+        for _ in range(downsamplings):
+            layers += [*_stage(hidden, blocks, groups), nn.AvgPool2d(2), nn.Conv2d(hidden, 2 * hidden, 1)]
+            hidden *= 2
+        layers += _stage(hidden, blocks, groups)
+        layers.append(nn.LeakyReLU(0.2))
+        if mbstd:
+            layers.append(MinibatchStd(mbstd))
+            hidden += 1
+        layers += [nn.Flatten(), nn.Linear(hidden * base * base, 1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # (batch, c, h, w) -> (batch // pack, pack * c, h, w): pack samples along channels.
+        b, c, h, w = x.shape
+        return self.net(x.reshape(b // self.pack, self.pack * c, h, w)).flatten()
+
+
+NETWORKS = {
+    cls.__name__: cls
+    for cls in (MLPGenerator, MLPDiscriminator, ConvGenerator, ConvDiscriminator, ResNetGenerator, ResNetDiscriminator)
+}
 
 
 def build_network(name: str, config: dict) -> nn.Module:

@@ -28,11 +28,24 @@ from ganforge.errors import GanforgeError, TrainingDiverged
 from ganforge.evaluate import TrainingEvaluation, is_better
 from ganforge.export import SampleableGenerator, export_generator
 from ganforge.losses import get_loss
-from ganforge.nets import ConvDiscriminator, ConvGenerator, MLPDiscriminator, MLPGenerator, build_network, init_weights, mbstd_group
+from ganforge.nets import (
+    ConvDiscriminator,
+    ConvGenerator,
+    MLPDiscriminator,
+    MLPGenerator,
+    ResNetDiscriminator,
+    ResNetGenerator,
+    build_network,
+    init_weights,
+    mbstd_group,
+)
 from ganforge.noise import NoiseSampler
 from ganforge.plots import save_samples
 from ganforge.steps import FP32, discriminator_step, frozen, generator_step
 
+# The EMA's half-life grows with the images seen, to at most `ema_kimg` thousand: it is
+# EMA_RAMPUP times the images seen so far (StyleGAN2-ADA's ramp), so early weights fade fast.
+EMA_RAMPUP = 0.05
 BEST = "best"  # RUN/best holds the best generator's export, checkpoints/best.pt its full state
 SAMPLE_SEED_OFFSET = 7919  # fixed noise for sample images, apart from the training noise
 
@@ -155,7 +168,11 @@ def _plain(module: nn.Module) -> nn.Module:
 
 def build_networks(config: Config, dataset: Dataset) -> tuple[nn.Module, nn.Module]:
     """The generator/discriminator pair a resolved config describes."""
-    if config.arch == "conv":
+    if config.arch == "resnet":
+        channels, size = dataset.sample_shape[0], dataset.sample_shape[-1]
+        generator = ResNetGenerator(config.latent_dim, channels, size, config.g_width, config.g_depth, config.groups)
+        discriminator = ResNetDiscriminator(channels, size, config.d_width, config.d_depth, config.groups, config.pack, config.d_mbstd)
+    elif config.arch == "conv":
         channels, size = dataset.sample_shape[0], dataset.sample_shape[-1]
         generator = ConvGenerator(config.latent_dim, channels, size, config.g_width, config.g_extra_layers, config.g_norm)
         discriminator = ConvDiscriminator(channels, size, config.d_width, config.d_extra_layers, config.d_norm, config.pack, config.d_mbstd)
@@ -205,7 +222,7 @@ class Trainer:
         self.d_optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr_d, betas=betas, **kernel)
         self.loss = get_loss(config.loss)
         self.noise = NoiseSampler(config.latent_dim, config.noise, device, seed=config.seed + 1)
-        self.ema = EMA(self.generator, config.ema_decay) if config.ema_decay else None
+        self.ema = EMA(self.generator, config.ema_decay) if config.ema_decay or config.ema_kimg else None
         if config.sync_batchnorm and world > 1 and device.type == "cuda":
             nn.SyncBatchNorm.convert_sync_batchnorm(self.generator)
             nn.SyncBatchNorm.convert_sync_batchnorm(self.discriminator)
@@ -378,21 +395,23 @@ class Trainer:
         for optimizer, lr in ((self.g_optimizer, config.lr_g), (self.d_optimizer, config.lr_d)):
             for group in optimizer.param_groups:
                 group["lr"] = lr * factor
-        applied = None
+        applied, real = None, None
         for d_step in range(self.step * config.d_steps_per_g_step, (self.step + 1) * config.d_steps_per_g_step):
-            # Lazy R1: every r1_every-th discriminator step, r1_every times as strong.
-            r1_gamma = config.r1_gamma * config.r1_every if d_step % config.r1_every == 0 else 0.0
+            # Lazy R1 and R2: every r1_every-th discriminator step, r1_every times as strong.
+            lazy = config.r1_every if d_step % config.r1_every == 0 else 0.0
             real = data.to_model_space(data.samples[distributed.shard(self.sampler.next())])
             d_out = discriminator_step(
                 self.g_frozen, self.d_run, self.d_optimizer, self.loss, self.local_noise, real,
-                config.gp_weight, r1_gamma, skip_nonfinite, speed.autocast, speed.d_scaler, self.d_train,
+                config.gp_weight, config.r1_gamma * lazy, skip_nonfinite, speed.autocast, speed.d_scaler, self.d_train,
+                r2_gamma=config.r2_gamma * lazy,
             )
             applied = _both(applied, d_out.applied)
         g_out = generator_step(
             self.g_run, self.d_frozen, self.g_optimizer, self.loss, self.local_noise, self.local_batch, skip_nonfinite,
-            speed.autocast, speed.g_scaler,
+            speed.autocast, speed.g_scaler, real=real,  # the last D step's reals, for a loss that compares
         )
         if self.ema is not None:
+            self.ema.decay = ema_decay(config, self.step)
             _update_ema(self.ema, self.generator, g_out.applied)
         applied = _both(applied, g_out.applied)
         self.step += 1
@@ -411,6 +430,16 @@ def lr_factor(step: int, steps: int, decay: float) -> float:
     """
     decay_steps = decay * steps
     return 1.0 if steps - step >= decay_steps else (steps - step) / decay_steps
+
+
+def ema_decay(config: Config, step: int) -> float:
+    """The EMA's decay per step: `ema_decay`, or with `ema_kimg` the decay whose half-life is that many
+    thousand images, ramped up from 0 over the start of the run (StyleGAN2-ADA)."""
+    if not config.ema_kimg:
+        return config.ema_decay
+    images = (step + 1) * config.batch_size
+    half_life = min(config.ema_kimg * 1000, images * EMA_RAMPUP)
+    return 0.5 ** (config.batch_size / max(half_life, 1e-8))
 
 
 def _both(a: Tensor | None, b: Tensor | None) -> Tensor | None:
