@@ -36,6 +36,8 @@ KEY_HELP = {
     "g_norm": "generator normalisation: batch or none",
     "d_norm": "discriminator normalisation: batch, none or spectral (spectral norm on every layer)",
     "d_mbstd": "minibatch standard deviation in the discriminator (ProGAN): group size, e.g. 4; 0 turns it off",
+    "augment": "DiffAugment for the discriminator: none, or a comma list of translation, cutout and color, applied to "
+    "real and generated images in both steps (differentiable, so G learns through it)",
     "pack": "PacGAN packing: samples the discriminator judges jointly",
     "loss": "minimax, nonsaturating, wasserstein, hinge, least_squares or relativistic (pairs each real with a "
     "generated sample: D on D(x) - D(G(z)), G the mirror)",

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from ganforge.augment import parse_policy
 from ganforge.errors import GanforgeError
 from ganforge.nets import mbstd_group
 from ganforge.presets import PRESETS
@@ -43,6 +44,7 @@ class Config:
     g_norm: str | None = None  # batch | none
     d_norm: str | None = None  # batch | none | spectral
     d_mbstd: int | None = None  # minibatch standard deviation in D: group size (0: off)
+    augment: str | None = None  # DiffAugment for D: none | a comma list of translation, cutout, color
     pack: int | None = None  # PacGAN: samples the discriminator judges jointly (auto: 2 for Stacked MNIST, else 1)
     # Objective and optimisation
     loss: str | None = None  # minimax | nonsaturating | wasserstein | hinge | least_squares | relativistic
@@ -95,6 +97,8 @@ CHOICES = {
     "precision": ("fp32", "bf16", "fp16"),
     "compile": ("off", "on", "graphs"),
 }
+# Keys whose value is a comma list of names ("none": the empty list).
+LISTS = ("augment",)
 # Metrics an evaluation reports, any of which can pick the best checkpoint.
 BEST_METRICS = (
     "fd", "kid_mean", "precision", "recall", "density", "coverage", "classes_covered", "class_kl", "classifier_score",
@@ -115,7 +119,7 @@ DERIVED = ("world_size", "batch_per_process")
 
 # Keys added after run folders were saved, with the value that computes what those runs did:
 # a saved config.json without one reads as that value, so an older run still resumes.
-ADDED_KEYS = {"d_mbstd": 0, "groups": 1, "r2_gamma": 0.0, "ema_kimg": 0.0}
+ADDED_KEYS = {"d_mbstd": 0, "groups": 1, "r2_gamma": 0.0, "ema_kimg": 0.0, "augment": "none"}
 
 _TYPES = typing.get_type_hints(Config)
 
@@ -138,6 +142,8 @@ def _coerce(key: str, value: object) -> object:
     word = value.strip().lower() if isinstance(value, str) else None
     if word in CHOICES.get(key, ()):
         return word  # "none" is a choice of g_norm and d_norm, not auto
+    if key in LISTS and word not in (None, "null", "auto", ""):
+        return ",".join(parse_policy(word)) or "none"  # a comma list, "none" for the empty one
     if word in ("none", "null", "auto", "") and optional:
         return None
     if value is None:
@@ -253,6 +259,8 @@ def validate(config: Config) -> None:
     for key in ("r1_gamma", "r2_gamma", "ema_kimg"):
         value = getattr(config, key)
         _require(value is None or value >= 0, key, value, "a number >= 0")
+    if config.augment is not None:
+        parse_policy(config.augment)
     _require(config.d_mbstd in (None, 0) or config.d_mbstd >= 2, "d_mbstd", config.d_mbstd, "0 (off) or a group size >= 2")
     _require(config.lr_decay is None or 0 <= config.lr_decay <= 1, "lr_decay", config.lr_decay, "a fraction in [0, 1]")
     _require(config.eval_n is None or config.eval_n >= 2, "eval_n", config.eval_n, "an integer >= 2")

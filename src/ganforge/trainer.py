@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ganforge import distributed
+from ganforge.augment import AugmentedDiscriminator, parse_policy
 from ganforge.checkpoint import save_checkpoint, write_checkpoint
 from ganforge.config import Config
 from ganforge.data import BatchSampler, Dataset
@@ -239,9 +240,20 @@ class Trainer:
             self.g_frozen = self.g_run if self.g_train is self.generator else compiled(self.generator, mode, self._generator_trial, say)
             self.d_run = compiled(self.d_train, mode, self._discriminator_trial, say)
             self.d_frozen = self.d_run if self.d_train is self.discriminator else compiled(self.discriminator, mode, self._discriminator_trial, say)
+        self._augment_discriminator(config, device)
         self.step, self.seconds = 0, 0.0
         self.best: dict | None = None  # the best evaluation so far: {"metric", "value", "step"}
         self.skipped = torch.zeros((), dtype=torch.long, device=device)  # steps skipped for NaN/Inf, on the device
+
+    def _augment_discriminator(self, config: Config, device: torch.device) -> None:
+        """With `augment`, D sees every batch (real and generated, in both steps, penalties included) augmented."""
+        policy = parse_policy(config.augment)
+        self.augment_rng = torch.Generator(device=device)
+        self.augment_rng.manual_seed(config.seed + 2)
+        if policy:
+            self.d_run, self.d_frozen, self.d_train = (
+                AugmentedDiscriminator(d, policy, self.augment_rng) for d in (self.d_run, self.d_frozen, self.d_train)
+            )
 
     @property
     def skipped_steps(self) -> int:
@@ -281,6 +293,7 @@ class Trainer:
             "d_optimizer": self.d_optimizer.state_dict(),
             "ema": self.ema.average.state_dict() if self.ema is not None else None,
             "noise": self.noise.state_dict(),
+            "augment_rng": self.augment_rng.get_state(),
             "sampler": self.sampler.state_dict(),
             "torch_rng": torch.get_rng_state(),
         }
@@ -298,6 +311,10 @@ class Trainer:
             self.ema.average.load_state_dict(state["ema"])
         self.sampler.load_state_dict(state["sampler"])
         torch.set_rng_state(state["torch_rng"])
+        try:  # absent in checkpoints from before augmentation, whose runs drew none
+            self.augment_rng.set_state(state.get("augment_rng", self.augment_rng.get_state()))
+        except RuntimeError:  # RNG states differ between device types (e.g. cuda -> cpu)
+            self.augment_rng.manual_seed(self.config.seed + 2 + self.step)
         try:
             self.noise.load_state_dict(state["noise"])
         except RuntimeError:  # RNG states differ between device types (e.g. cuda -> cpu)
