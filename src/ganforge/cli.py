@@ -19,7 +19,8 @@ from ganforge.errors import GanforgeError
 from ganforge.presets import PRESETS, auto_values
 
 KEY_HELP = {
-    "data": "dataset: ring8, grid25, digits (default), mnist:FOLDER, an image folder, or a .npy/.csv file of vectors",
+    "data": "dataset: ring8, grid25, digits (default), mnist:FOLDER, an image folder, a .npy file of images "
+    "((n, h, w), (n, c, h, w) or (n, h, w, c)) or vectors ((n, dim)), or a .csv file of vectors",
     "image_size": "images: side in pixels after resize/centre-crop (default: the data's own; 8, 16, 28, 32, 64, ...)",
     "channels": "images: 1 (grey) or 3 (RGB) (default: 1 if every image is grey)",
     "on_bad_image": "error (default) or skip: what an unreadable image file in a folder does",
