@@ -146,20 +146,20 @@ def test_ema_half_life_in_images_ramps_up_from_the_first_step():
     assert ema_decay(plain, 0) == ema_decay(plain, 10**6) == 0.99
 
 
-def test_a_config_saved_before_the_recipe_keys_reads_as_what_it_ran():
+def test_a_config_saved_before_the_image_keys_reads_as_what_it_ran():
     config = resolve(make_config({"data": "digits"}), "images", (1, 8, 8), "digits")
-    saved = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("groups", "r2_gamma", "ema_kimg")}
-    assert {k: getattr(config, k) for k in ("groups", "r2_gamma", "ema_kimg")} == {k: ADDED_KEYS[k] for k in ("groups", "r2_gamma", "ema_kimg")}
+    saved = {k: v for k, v in dataclasses.asdict(config).items() if k not in ADDED_KEYS}
+    assert {k: getattr(config, k) for k in ADDED_KEYS} == ADDED_KEYS
     assert diff(saved, config) == []
     assert diff(saved, dataclasses.replace(config, r2_gamma=1.0)) == ["r2_gamma: 0.0 -> 1.0"]
 
 
-def test_a_run_saved_before_the_recipe_keys_resumes(cli, tmp_path):
+def test_a_run_saved_before_the_image_keys_resumes(cli, tmp_path):
     run = tmp_path / "old"
     assert cli(*digits_args(run, 5)).code == 0
     path = run / "config.json"
     saved = json.loads(path.read_text())
-    for key in ("groups", "r2_gamma", "ema_kimg"):
+    for key in ADDED_KEYS:
         del saved[key]
     path.write_text(json.dumps(saved))
     result = cli(*digits_args(run, 10))

@@ -94,5 +94,5 @@ class AugmentedDiscriminator(nn.Module):
         super().__init__()
         self.discriminator, self.policy, self.rng = discriminator, policy, rng
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.discriminator(augment(x, self.policy, self.rng))
+    def forward(self, x: Tensor, *labels: Tensor) -> Tensor:
+        return self.discriminator(augment(x, self.policy, self.rng), *labels)

@@ -39,6 +39,8 @@ KEY_HELP = {
     "d_mbstd": "minibatch standard deviation in the discriminator (ProGAN): group size, e.g. 4; 0 turns it off",
     "augment": "DiffAugment for the discriminator: none, or a comma list of translation, cutout and color, applied to "
     "real and generated images in both steps (differentiable, so G learns through it)",
+    "conditional": "true: class-conditional generator and discriminator, trained on the data's labels (class "
+    "sub-folders, MNIST label files, digits); sample a class with `ganforge sample --class`",
     "pack": "PacGAN packing: samples the discriminator judges jointly",
     "loss": "minimax, nonsaturating, wasserstein, hinge, least_squares or relativistic (pairs each real with a "
     "generated sample: D on D(x) - D(G(z)), G the mirror)",
@@ -153,6 +155,7 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
     sample.add_argument("--out", required=True, help="output: FILE.npy, FILE.png, FILE.csv or a folder")
     sample.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    sample.add_argument("--class", dest="class_name", default=None, help="class-conditional runs: the class to draw, by name or number")
     sample.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     sample.add_argument("--force", action="store_true", help="overwrite an existing output")
     sample.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
@@ -236,6 +239,7 @@ def _train(args: argparse.Namespace, argv: list[str]) -> int:
 
 def _sample(args: argparse.Namespace) -> int:
     import numpy as np
+    import torch
 
     from ganforge.export import load_generator
     from ganforge.plots import save_samples, to_image
@@ -247,7 +251,8 @@ def _sample(args: argparse.Namespace) -> int:
     if out.exists() and not args.force and not (out.is_dir() and not any(out.iterdir())):
         raise GanforgeError(f"--out {out} exists: choose another path or add --force to overwrite")
     generator = load_generator(args.run_dir, pick_device(args.device))
-    samples = generator.sample(args.n, seed=args.seed).cpu()
+    labels = None if args.class_name is None else torch.tensor(generator.class_index(args.class_name))
+    samples = generator.sample(args.n, seed=args.seed, labels=labels).cpu()
     is_image = samples.dim() == 4
     suffix = out.suffix.lower()
     if suffix == ".npy":

@@ -45,6 +45,7 @@ class Config:
     d_norm: str | None = None  # batch | none | spectral
     d_mbstd: int | None = None  # minibatch standard deviation in D: group size (0: off)
     augment: str | None = None  # DiffAugment for D: none | a comma list of translation, cutout, color
+    conditional: bool | None = None  # class-conditional G and D, trained on the data's labels (auto: false)
     pack: int | None = None  # PacGAN: samples the discriminator judges jointly (auto: 2 for Stacked MNIST, else 1)
     # Objective and optimisation
     loss: str | None = None  # minimax | nonsaturating | wasserstein | hinge | least_squares | relativistic
@@ -119,7 +120,7 @@ DERIVED = ("world_size", "batch_per_process")
 
 # Keys added after run folders were saved, with the value that computes what those runs did:
 # a saved config.json without one reads as that value, so an older run still resumes.
-ADDED_KEYS = {"d_mbstd": 0, "groups": 1, "r2_gamma": 0.0, "ema_kimg": 0.0, "augment": "none"}
+ADDED_KEYS = {"d_mbstd": 0, "groups": 1, "r2_gamma": 0.0, "ema_kimg": 0.0, "augment": "none", "conditional": False}
 
 _TYPES = typing.get_type_hints(Config)
 
@@ -285,7 +286,7 @@ def preset_name(config: Config, kind: str, sample_shape: tuple[int, ...]) -> str
     return "images" if kind == "images" else "vectors"
 
 
-def resolve(config: Config, kind: str, sample_shape: tuple[int, ...], run_name: str) -> Config:
+def resolve(config: Config, kind: str, sample_shape: tuple[int, ...], run_name: str, classes: int | None = None) -> Config:
     """Fills every auto (None) field from the preset for this data; returns a new Config.
 
     Only `image_size` and `channels` stay None, for vector data, where they do not apply,
@@ -299,6 +300,8 @@ def resolve(config: Config, kind: str, sample_shape: tuple[int, ...], run_name: 
             values[key] = value
     if values["arch"] == "auto":
         values["arch"] = preset["arch"]
+    if values["conditional"]:
+        _check_conditional(config.data, values, classes)
     if kind == "images":
         values["channels"] = sample_shape[0]
         values["image_size"] = sample_shape[-1]
@@ -317,6 +320,19 @@ def resolve(config: Config, kind: str, sample_shape: tuple[int, ...], run_name: 
     resolved = Config(**values)
     validate(resolved)
     return resolved
+
+
+def _check_conditional(data: str, values: dict, classes: int | None) -> None:
+    """conditional=true needs labels in the data (`classes`: how many; None when not known here) and conv/resnet networks."""
+    if classes is not None and classes < 2:
+        raise GanforgeError(
+            f"conditional=true needs class labels, but data='{data}' has none: use class sub-folders, MNIST label files "
+            "or the digits set, or conditional=false"
+        )
+    if values["arch"] not in ("conv", "resnet"):
+        raise GanforgeError(f"conditional=true needs arch=conv or resnet, not arch={values['arch']}")
+    if values["pack"] != 1:
+        raise GanforgeError(f"conditional=true needs pack=1 (a packed row mixes classes), not pack={values['pack']}")
 
 
 def diff(saved: dict, current: Config) -> list[str]:

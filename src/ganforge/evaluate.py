@@ -236,7 +236,7 @@ def _mode_metrics(samples: Tensor, real: Dataset, kind: str, extractor: Extracto
 def evaluate_samples(
     samples: Tensor, real: Dataset, *, metrics: tuple[str, ...] | None = None, features: str | nn.Module = "auto",
     n_real: int | None = None, seed: int = 0, real_baseline: bool = False, cache: Path | None = None,
-    device: torch.device | str = "cpu",
+    device: torch.device | str = "cpu", labels: Tensor | None = None,
 ) -> dict:
     """Metrics of generated `samples` (data space, as `SampleableGenerator.sample` returns) against `real`.
 
@@ -250,6 +250,8 @@ def evaluate_samples(
         real_baseline: also compute each metric between two halves of the real samples, and the
             generator's at that same sample count ("generator" in "real_baseline").
         cache: folder for real-data features (None: no caching).
+        labels: the class each sample was asked for (a conditional generator); with a classifier as
+            features, "class_accuracy" is how often the classifier reads that class.
 
     Returns:
         {"metrics": {name: float or int}, "features": extractor name, "n": generated samples,
@@ -269,6 +271,9 @@ def evaluate_samples(
     fake_extracted = extractor(samples) if feature_names else None
     if feature_names:
         result["metrics"].update(_feature_metrics(feature_names, real_extracted, fake_extracted, seed))
+    if labels is not None and fake_extracted is not None and fake_extracted.probabilities is not None:
+        read = fake_extracted.probabilities.argmax(axis=1)
+        result["metrics"]["class_accuracy"] = float((read == labels.cpu().numpy()).mean())
     if "modes" in names:
         result["metrics"].update(_mode_metrics(samples, real, kind, extractor))
     if real_baseline:
@@ -330,11 +335,14 @@ def evaluate(
         n = {"mixture": MIXTURE_SAMPLES, "stackedmnist": STACKED_SAMPLES}.get(kind, min(len(real), MAX_REFERENCE))
     if n < 2:
         raise GanforgeError(f"--n {n} is invalid: the metrics need at least 2 samples")
-    samples = generator.sample(n, seed=seed).cpu()
+    classes = len(getattr(generator, "classes", []))
+    labels = torch.arange(n) % classes if classes else None  # a conditional generator: every class alike
+    samples = (generator.sample(n, seed=seed, labels=labels) if classes else generator.sample(n, seed=seed)).cpu()
     if samples.shape[1:] != real.samples.shape[1:] and real.kind == "vectors":
         raise GanforgeError(f"the generator makes samples of shape {tuple(samples.shape[1:])} but the data has {tuple(real.samples.shape[1:])}")
     result = evaluate_samples(
-        samples, real, metrics=metrics, features=features, seed=seed, real_baseline=real_baseline, cache=cache, device=device
+        samples, real, metrics=metrics, features=features, seed=seed, real_baseline=real_baseline, cache=cache, device=device,
+        labels=labels,
     )
     result["seconds"] = round(time.perf_counter() - start, 2)
     return result

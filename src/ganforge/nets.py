@@ -102,6 +102,60 @@ class MinibatchStd(nn.Module):
         return torch.cat([x, extra.to(x.dtype)], dim=1)
 
 
+class ClassEmbedding(nn.Module):
+    """A conditional generator's input: z (batch, latent_dim) beside its class's learned vector -> (batch, 2 * latent_dim).
+
+    Without labels the classes are taken in turn (0, 1, ..., 0, 1, ...), so a plain `generator(z)`
+    still works (BatchNorm recalibration, previews) and draws every class alike.
+    """
+
+    def __init__(self, classes: int, latent_dim: int) -> None:
+        super().__init__()
+        _check("classes", classes, classes >= 2, "2 or more classes")
+        self.classes = classes
+        self.embed = nn.Embedding(classes, latent_dim)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        if labels is None:
+            labels = torch.arange(z.shape[0], device=z.device) % self.classes
+        return torch.cat([z, self.embed(labels).to(z.dtype)], dim=1)
+
+
+class ProjectionHead(nn.Module):
+    """The class term of a projection discriminator (Miyato & Koyama 2018): <embed(y), h>, over all of h's positions.
+
+    Added to the unconditional logit, it lets D judge whether an image fits its class. The
+    class vectors start at zero, so a new conditional D scores as its unconditional part.
+    """
+
+    def __init__(self, classes: int, features: int) -> None:
+        super().__init__()
+        _check("classes", classes, classes >= 2, "2 or more classes")
+        self.embed = nn.Embedding(classes, features)
+        nn.init.zeros_(self.embed.weight)
+
+    def forward(self, h: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        if labels is None:
+            raise GanforgeError("a conditional discriminator needs the class labels of its batch")
+        e = self.embed(labels).to(h.dtype).view(h.shape[0], h.shape[1], *([1] * (h.dim() - 2)))  # (batch, features, 1, 1)
+        return (h * e).flatten(1).sum(1)
+
+
+class Conditioned(nn.Module):
+    """`module` with its class labels bound: `Conditioned(d, labels)(x)` is `d(x, labels)`.
+
+    The training steps call players with one argument; a conditional run hands them its
+    networks bound to the batch's labels. It has no parameters of its own.
+    """
+
+    def __init__(self, module: nn.Module, labels: torch.Tensor) -> None:
+        super().__init__()
+        self.module, self.labels = module, labels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x, self.labels)
+
+
 class MLPGenerator(nn.Module):
     """Maps z (batch, latent_dim) to samples (batch, *data_shape) through `depth` hidden layers.
 
@@ -210,6 +264,7 @@ class ConvGenerator(nn.Module):
         width: int = 64,
         extra_layers: int = 0,
         norm: str = "batch",
+        classes: int = 0,
     ):
         super().__init__()
         _check("latent_dim", latent_dim, latent_dim >= 1, "an integer >= 1")
@@ -219,10 +274,13 @@ class ConvGenerator(nn.Module):
             latent_dim=latent_dim, channels=channels, resolution=resolution,
             width=width, extra_layers=extra_layers, norm=norm,
         )
+        if classes:
+            self.config["classes"] = classes
+        self.condition = ClassEmbedding(classes, latent_dim) if classes else None
         base, upsamplings = conv_layout(resolution)
         hidden = width * 2 ** max(upsamplings - 1, 0)
         layers: list[nn.Module] = [
-            LatentProjection(latent_dim, hidden, base, bias=norm == "none"),
+            LatentProjection(latent_dim * (2 if classes else 1), hidden, base, bias=norm == "none"),
             _norm2d(norm, hidden),
             nn.ReLU(True),
         ]
@@ -242,8 +300,10 @@ class ConvGenerator(nn.Module):
         layers.append(nn.Tanh())
         self.net = nn.Sequential(*layers)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        # (batch, latent_dim) -> (batch, latent_dim, 1, 1): z as a 1x1 feature map.
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.condition is not None:
+            z = self.condition(z.flatten(1), labels)  # (batch, 2 * latent_dim): z and its class
+        # (batch, latent) -> (batch, latent, 1, 1): z as a 1x1 feature map.
         return self.net(z.reshape(z.shape[0], -1, 1, 1))
 
 
@@ -263,15 +323,18 @@ class ConvDiscriminator(nn.Module):
         norm: str = "batch",
         pack: int = 1,
         mbstd: int = 0,
+        classes: int = 0,
     ):
         super().__init__()
         _check("d_width", width, width >= 1, "an integer >= 1")
         _check("d_norm", norm, norm in D_NORMS, f"one of {', '.join(D_NORMS)}")
-        _check("pack", pack, pack >= 1, "an integer >= 1")
+        _check("pack", pack, pack >= 1 and (pack == 1 or not classes), "1 for a conditional discriminator" if classes else "an integer >= 1")
         self.config = dict(
             channels=channels, resolution=resolution, width=width,
             extra_layers=extra_layers, norm=norm, pack=pack, mbstd=mbstd,
         )
+        if classes:
+            self.config["classes"] = classes
         self.pack = pack
         base, upsamplings = conv_layout(resolution)
         hidden = channels * pack
@@ -291,11 +354,20 @@ class ConvDiscriminator(nn.Module):
             hidden += 1
         layers.append(_spectral(nn.Conv2d(hidden, 1, base, 1, 0), norm))
         self.net = nn.Sequential(*layers)
+        self.projection = ProjectionHead(classes, hidden) if classes else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         # (batch, c, h, w) -> (batch // pack, pack * c, h, w): pack samples along channels.
         b, c, h, w = x.shape
-        return self.net(x.reshape(b // self.pack, self.pack * c, h, w)).flatten()
+        return _logits(self.net, self.projection, x.reshape(b // self.pack, self.pack * c, h, w), labels)
+
+
+def _logits(net: nn.Sequential, projection: ProjectionHead | None, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    """`net(x)` as (batch,) logits, plus the projection head's class term on the features before its last layer."""
+    if projection is None:
+        return net(x).flatten()
+    features = net[:-1](x)
+    return net[-1](features).flatten() + projection(features, labels)
 
 
 class ResidualBlock(nn.Module):
@@ -339,16 +411,21 @@ class ResNetGenerator(nn.Module):
     size). A 1x1 convolution and tanh give the image. No normalisation anywhere.
     """
 
-    def __init__(self, latent_dim: int, channels: int, resolution: int, width: int = 32, blocks: int = 1, groups: int = 1):
+    def __init__(
+        self, latent_dim: int, channels: int, resolution: int, width: int = 32, blocks: int = 1, groups: int = 1, classes: int = 0
+    ):
         super().__init__()
         _check("latent_dim", latent_dim, latent_dim >= 1, "an integer >= 1")
         _check("g_width", width, width >= 1, "an integer >= 1")
         _check("g_depth", blocks, blocks >= 0, "an integer >= 0")
         self.config = dict(latent_dim=latent_dim, channels=channels, resolution=resolution, width=width, blocks=blocks, groups=groups)
+        if classes:
+            self.config["classes"] = classes
+        self.condition = ClassEmbedding(classes, latent_dim) if classes else None
         base, upsamplings = conv_layout(resolution)
         hidden = width * 2**upsamplings
         self.base, self.hidden = base, hidden
-        self.project = nn.Linear(latent_dim, hidden * base * base)
+        self.project = nn.Linear(latent_dim * (2 if classes else 1), hidden * base * base)
         layers: list[nn.Module] = [nn.LeakyReLU(0.2), *_stage(hidden, blocks, groups)]
         for _ in range(upsamplings):
             layers += [nn.Upsample(scale_factor=2), nn.Conv2d(hidden, hidden // 2, 1)]
@@ -357,9 +434,10 @@ class ResNetGenerator(nn.Module):
         layers += [nn.LeakyReLU(0.2), nn.Conv2d(hidden, channels, 1), nn.Tanh()]
         self.net = nn.Sequential(*layers)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        # (batch, latent_dim) -> (batch, hidden, base, base)
-        x = self.project(z.flatten(1)).view(z.shape[0], self.hidden, self.base, self.base)
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        z = z.flatten(1) if self.condition is None else self.condition(z.flatten(1), labels)
+        # (batch, latent) -> (batch, hidden, base, base)
+        x = self.project(z).view(z.shape[0], self.hidden, self.base, self.base)
         return self.net(x)
 
 
@@ -373,13 +451,16 @@ class ResNetDiscriminator(nn.Module):
     """
 
     def __init__(
-        self, channels: int, resolution: int, width: int = 32, blocks: int = 1, groups: int = 1, pack: int = 1, mbstd: int = 0
+        self, channels: int, resolution: int, width: int = 32, blocks: int = 1, groups: int = 1, pack: int = 1, mbstd: int = 0,
+        classes: int = 0,
     ):
         super().__init__()
         _check("d_width", width, width >= 1, "an integer >= 1")
         _check("d_depth", blocks, blocks >= 0, "an integer >= 0")
-        _check("pack", pack, pack >= 1, "an integer >= 1")
+        _check("pack", pack, pack >= 1 and (pack == 1 or not classes), "1 for a conditional discriminator" if classes else "an integer >= 1")
         self.config = dict(channels=channels, resolution=resolution, width=width, blocks=blocks, groups=groups, pack=pack, mbstd=mbstd)
+        if classes:
+            self.config["classes"] = classes
         self.pack = pack
         base, downsamplings = conv_layout(resolution)
         hidden = width
@@ -394,11 +475,12 @@ class ResNetDiscriminator(nn.Module):
             hidden += 1
         layers += [nn.Flatten(), nn.Linear(hidden * base * base, 1)]
         self.net = nn.Sequential(*layers)
+        self.projection = ProjectionHead(classes, hidden * base * base) if classes else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         # (batch, c, h, w) -> (batch // pack, pack * c, h, w): pack samples along channels.
         b, c, h, w = x.shape
-        return self.net(x.reshape(b // self.pack, self.pack * c, h, w)).flatten()
+        return _logits(self.net, self.projection, x.reshape(b // self.pack, self.pack * c, h, w), labels)
 
 
 NETWORKS = {

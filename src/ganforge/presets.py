@@ -17,7 +17,7 @@ so a run that switches `arch` still gets a complete config.
 _MIXTURE = dict(
     arch="mlp", latent_dim=1, g_width=128, d_width=64, g_depth=4, d_depth=4, g_extra_layers=0, d_extra_layers=0,
     g_norm="none", d_norm="none", d_mbstd=0, augment="none", groups=1, pack=1, loss="nonsaturating", r2_gamma=0.0, batch_size=512,
-    lr_g=1e-3, lr_d=1e-3, lr_decay=0.4, r1_every=8, beta1=0.0, beta2=0.9, ema_decay=0.999, ema_kimg=0.0,
+    lr_g=1e-3, lr_d=1e-3, lr_decay=0.4, r1_every=8, beta1=0.0, beta2=0.9, ema_decay=0.999, ema_kimg=0.0, conditional=False,
     log_every=200, sample_every=2_000, best_metric="reverse_kl",
 )
 
@@ -30,13 +30,13 @@ PRESETS: dict[str, dict] = {
     "vectors": dict(
         arch="mlp", g_width=256, d_width=256, g_depth=3, d_depth=3, g_extra_layers=0, d_extra_layers=0,
         g_norm="none", d_norm="none", d_mbstd=0, augment="none", groups=1, pack=1, loss="nonsaturating", r1_gamma=0.0, r2_gamma=0.0, r1_every=1,
-        ema_kimg=0.0, steps=10_000, batch_size=128, lr_g=2e-4, lr_d=2e-4, lr_decay=0.0, beta1=0.5, beta2=0.999, ema_decay=0.999,
+        ema_kimg=0.0, conditional=False, steps=10_000, batch_size=128, lr_g=2e-4, lr_d=2e-4, lr_decay=0.0, beta1=0.5, beta2=0.999, ema_decay=0.999,
         log_every=200, sample_every=2_000, checkpoint_every=5_000, best_metric="fd",
     ),
     "images": dict(
         arch="conv", g_width=64, d_width=64, g_extra_layers=0, d_extra_layers=0, g_depth=3, d_depth=3,
         g_norm="batch", d_norm="batch", d_mbstd=0, augment="none", groups=1, pack=1, loss="nonsaturating", r1_gamma=0.0, r2_gamma=0.0, r1_every=1,
-        ema_kimg=0.0, steps=10_000, batch_size=64, lr_g=2e-4, lr_d=2e-4, lr_decay=0.0, beta1=0.5, beta2=0.999, ema_decay=0.999,
+        ema_kimg=0.0, conditional=False, steps=10_000, batch_size=64, lr_g=2e-4, lr_d=2e-4, lr_decay=0.0, beta1=0.5, beta2=0.999, ema_decay=0.999,
         log_every=100, sample_every=1_000, checkpoint_every=2_000, best_metric="fd",
     ),
     # scikit-learn's 8x8 digits, the default job: a slim DCGAN pair (2x2 -> 4x4 -> 8x8); 10,000 steps take
@@ -44,7 +44,7 @@ PRESETS: dict[str, dict] = {
     "digits": dict(
         arch="conv", latent_dim=32, g_width=32, d_width=32, g_extra_layers=0, d_extra_layers=0, g_depth=3, d_depth=3,
         g_norm="batch", d_norm="batch", d_mbstd=0, augment="none", groups=1, pack=1, loss="nonsaturating", r1_gamma=0.0, r2_gamma=0.0, r1_every=1,
-        ema_kimg=0.0, steps=10_000, batch_size=64, lr_g=2e-4, lr_d=2e-4,
+        ema_kimg=0.0, conditional=False, steps=10_000, batch_size=64, lr_g=2e-4, lr_d=2e-4,
         lr_decay=0.0, beta1=0.5, beta2=0.999, ema_decay=0.999, log_every=100, sample_every=1_000, checkpoint_every=1_000,
         best_metric="fd",
     ),

@@ -30,6 +30,7 @@ from ganforge.evaluate import TrainingEvaluation, is_better
 from ganforge.export import SampleableGenerator, export_generator
 from ganforge.losses import get_loss
 from ganforge.nets import (
+    Conditioned,
     ConvDiscriminator,
     ConvGenerator,
     MLPDiscriminator,
@@ -122,6 +123,17 @@ def resolve_speed(config: Config, device: torch.device) -> Speed:
     )
 
 
+@dataclass
+class Players:
+    """The networks one iteration's steps call: each player trained and frozen (D also as the penalties' network)."""
+
+    g_run: nn.Module
+    g_frozen: nn.Module
+    d_run: nn.Module
+    d_frozen: nn.Module
+    d_train: nn.Module
+
+
 def _nothing() -> None:
     pass
 
@@ -169,14 +181,19 @@ def _plain(module: nn.Module) -> nn.Module:
 
 def build_networks(config: Config, dataset: Dataset) -> tuple[nn.Module, nn.Module]:
     """The generator/discriminator pair a resolved config describes."""
+    classes = len(dataset.class_names) if config.conditional else 0
     if config.arch == "resnet":
         channels, size = dataset.sample_shape[0], dataset.sample_shape[-1]
-        generator = ResNetGenerator(config.latent_dim, channels, size, config.g_width, config.g_depth, config.groups)
-        discriminator = ResNetDiscriminator(channels, size, config.d_width, config.d_depth, config.groups, config.pack, config.d_mbstd)
+        generator = ResNetGenerator(config.latent_dim, channels, size, config.g_width, config.g_depth, config.groups, classes)
+        discriminator = ResNetDiscriminator(
+            channels, size, config.d_width, config.d_depth, config.groups, config.pack, config.d_mbstd, classes
+        )
     elif config.arch == "conv":
         channels, size = dataset.sample_shape[0], dataset.sample_shape[-1]
-        generator = ConvGenerator(config.latent_dim, channels, size, config.g_width, config.g_extra_layers, config.g_norm)
-        discriminator = ConvDiscriminator(channels, size, config.d_width, config.d_extra_layers, config.d_norm, config.pack, config.d_mbstd)
+        generator = ConvGenerator(config.latent_dim, channels, size, config.g_width, config.g_extra_layers, config.g_norm, classes)
+        discriminator = ConvDiscriminator(
+            channels, size, config.d_width, config.d_extra_layers, config.d_norm, config.pack, config.d_mbstd, classes
+        )
         init_weights(generator)
         init_weights(discriminator)
     else:
@@ -255,6 +272,12 @@ class Trainer:
                 AugmentedDiscriminator(d, policy, self.augment_rng) for d in (self.d_run, self.d_frozen, self.d_train)
             )
 
+    def _players(self, labels: Tensor | None) -> Players:
+        """The networks the steps call; in a conditional run, bound to the batch's class labels (generated
+        samples take the classes of the real batch beside them)."""
+        players = (self.g_run, self.g_frozen, self.d_run, self.d_frozen, self.d_train)
+        return Players(*(players if labels is None else (Conditioned(player, labels) for player in players)))
+
     @property
     def skipped_steps(self) -> int:
         return int(self.skipped)
@@ -270,10 +293,11 @@ class Trainer:
     def _discriminator_trial(self, discriminator: nn.Module) -> None:
         """Runs `discriminator` as training will (trainable and frozen), leaving every state as it was."""
         x = torch.zeros(self.local_batch, *self.dataset.sample_shape, device=self.device, requires_grad=True)
+        labels = [torch.zeros(self.local_batch, dtype=torch.long, device=self.device)] if self.config.conditional else []
         with _kept(self.discriminator), self.speed.autocast:
-            discriminator(x).float().sum().backward()
+            discriminator(x, *labels).float().sum().backward()
             with frozen(self.discriminator):
-                discriminator(x).float().sum().backward()
+                discriminator(x, *labels).float().sum().backward()
 
     def local_noise(self, n: int) -> Tensor:
         """This process's n noise vectors: its shard of the global draw of n * world_size."""
@@ -370,6 +394,7 @@ class Trainer:
             "noise": {"latent_dim": self.config.latent_dim, "distribution": self.config.noise},
             "transform": self.dataset.transform,
             "sample_shape": list(self.dataset.sample_shape),
+            "classes": self.dataset.class_names if self.config.conditional else [],
             "step": self.step,
         }
 
@@ -412,20 +437,22 @@ class Trainer:
         for optimizer, lr in ((self.g_optimizer, config.lr_g), (self.d_optimizer, config.lr_d)):
             for group in optimizer.param_groups:
                 group["lr"] = lr * factor
-        applied, real = None, None
+        applied, real, players = None, None, None
         for d_step in range(self.step * config.d_steps_per_g_step, (self.step + 1) * config.d_steps_per_g_step):
             # Lazy R1 and R2: every r1_every-th discriminator step, r1_every times as strong.
             lazy = config.r1_every if d_step % config.r1_every == 0 else 0.0
-            real = data.to_model_space(data.samples[distributed.shard(self.sampler.next())])
+            index = distributed.shard(self.sampler.next())
+            real = data.to_model_space(data.samples[index])
+            players = self._players(data.labels[index] if config.conditional else None)
             d_out = discriminator_step(
-                self.g_frozen, self.d_run, self.d_optimizer, self.loss, self.local_noise, real,
-                config.gp_weight, config.r1_gamma * lazy, skip_nonfinite, speed.autocast, speed.d_scaler, self.d_train,
+                players.g_frozen, players.d_run, self.d_optimizer, self.loss, self.local_noise, real,
+                config.gp_weight, config.r1_gamma * lazy, skip_nonfinite, speed.autocast, speed.d_scaler, players.d_train,
                 r2_gamma=config.r2_gamma * lazy,
             )
             applied = _both(applied, d_out.applied)
-        g_out = generator_step(
-            self.g_run, self.d_frozen, self.g_optimizer, self.loss, self.local_noise, self.local_batch, skip_nonfinite,
-            speed.autocast, speed.g_scaler, real=real,  # the last D step's reals, for a loss that compares
+        g_out = generator_step(  # with the last D step's reals (and their classes), for a loss that compares
+            players.g_run, players.d_frozen, self.g_optimizer, self.loss, self.local_noise, self.local_batch, skip_nonfinite,
+            speed.autocast, speed.g_scaler, real=real,
         )
         if self.ema is not None:
             self.ema.decay = ema_decay(config, self.step)
