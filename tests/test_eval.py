@@ -95,6 +95,7 @@ def test_any_module_can_extract_features():
 
 
 def test_inception_without_torch_fidelity_says_how_to_get_it(monkeypatch):
+    monkeypatch.setattr("ganforge.features.fid_helper_weights", lambda: None)  # torch-fidelity, the fallback
     monkeypatch.setitem(sys.modules, "torch_fidelity", None)  # import fails as if not installed
     monkeypatch.setitem(sys.modules, "torch_fidelity.feature_extractor_inceptionv3", None)
     with pytest.raises(GanforgeError, match=r"pip install 'ganforge\[inception\]'") as info:
@@ -103,6 +104,8 @@ def test_inception_without_torch_fidelity_says_how_to_get_it(monkeypatch):
 
 
 def test_inception_offline_says_where_the_weights_go(monkeypatch):
+    monkeypatch.setattr("ganforge.features.fid_helper_weights", lambda: None)  # torch-fidelity, the fallback
+
     def offline(*args, **kwargs):
         raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
 
@@ -119,6 +122,8 @@ def test_inception_offline_says_where_the_weights_go(monkeypatch):
 
 
 def test_inception_wrapper_feeds_torch_fidelity_uint8_rgb(monkeypatch):
+    monkeypatch.setattr("ganforge.features.fid_helper_weights", lambda: None)  # torch-fidelity, the fallback
+
     class FakeInception(nn.Module):
         """Stands in for torch-fidelity's network: checks its input contract, returns per-channel means."""
 
