@@ -31,7 +31,7 @@ from _common import machine, mean_se
 
 DCGAN = (
     "arch=conv,loss=nonsaturating,g_width=64,d_width=64,g_norm=batch,d_norm=batch,r1_gamma=0,r2_gamma=0,r1_every=1,"
-    "batch_size=64,lr_g=0.0002,lr_d=0.0002,beta1=0.5,beta2=0.999,ema_decay=0.999,ema_kimg=0"
+    "batch_size=64,lr_g=0.0002,lr_d=0.0002,beta1=0.5,beta2=0.999,ema_decay=0.999,ema_kimg=0,augment=none"
 )
 SETTINGS = {"default": "", "dcgan": DCGAN}
 COLUMNS = ("fd", "precision", "recall", "classes_covered", "class_kl")

@@ -174,3 +174,18 @@ def test_a_relativistic_resnet_run_trains_end_to_end(cli, tmp_path):
     config = json.loads((run / "config.json").read_text())
     assert (config["arch"], config["loss"], config["groups"]) == ("resnet", "relativistic", 2)
     assert json.loads((run / "generator.json").read_text())["class"] == "ResNetGenerator"
+
+
+def test_the_image_quality_benchmark_reads_each_mark_from_the_last_evaluation_before_it(monkeypatch):
+    from helpers import load_benchmark
+
+    bench = load_benchmark("image_quality", monkeypatch)
+    name, overrides = bench.parse_setting("dcgan")
+    assert name == "dcgan" and "loss=nonsaturating" in overrides and "ema_kimg=0" in overrides
+    assert bench.parse_setting("mine:arch=resnet,groups=2") == ("mine", ["arch=resnet", "groups=2"])
+    assert bench.parse_setting("default") == ("default", [])
+    records = [{"step": s, "seconds": t, "eval": {"fd": fd}} for s, t, fd in ((100, 250.0, 9.0), (200, 590.0, 5.0), (300, 900.0, 3.0))]
+    marks = bench.at_marks(records, [5, 10, 20])
+    assert marks == {5: {"step": 100, "seconds": 250.0, "fd": 9.0}, 10: {"step": 200, "seconds": 590.0, "fd": 5.0},
+                     20: {"step": 300, "seconds": 900.0, "fd": 3.0}}
+    assert bench.at_marks(records, [1]) == {}

@@ -21,6 +21,22 @@ _MIXTURE = dict(
     log_every=200, sample_every=2_000, best_metric="reverse_kl",
 )
 
+# The DCGAN settings (Radford et al. 2016) that other image presets start from.
+_DCGAN_IMAGES = dict(
+    arch="conv", g_width=64, d_width=64, g_extra_layers=0, d_extra_layers=0, g_depth=3, d_depth=3,
+    g_norm="batch", d_norm="batch", d_mbstd=0, augment="none", groups=1, pack=1, loss="nonsaturating", r1_gamma=0.0, r2_gamma=0.0,
+    r1_every=1, ema_kimg=0.0, conditional=False, steps=10_000, batch_size=64, lr_g=2e-4, lr_d=2e-4, lr_decay=0.0, beta1=0.5,
+    beta2=0.999, ema_decay=0.999, log_every=100, sample_every=1_000, checkpoint_every=2_000, best_metric="fd",
+)
+
+# The modern recipe for images (after R3GAN): the relativistic pairing loss with R1 on real and R2 on
+# generated images (lazily, every 8th D step), Adam without momentum, and an EMA whose half-life is
+# counted in images and ramps up over the start, on the DCGAN networks; the residual pair (arch=resnet)
+# is a choice, slower per step on a CPU. Why these values: docs/studies/2026-12-04-image-recipe.md.
+_IMAGE_RECIPE = dict(
+    loss="relativistic", r1_gamma=0.1, r2_gamma=0.1, r1_every=8, beta1=0.0, beta2=0.99, ema_kimg=10.0,
+)
+
 PRESETS: dict[str, dict] = {
     # ring8's modes (std 0.01) are tight: a light R1 penalty keeps them sharpest, and a longer decay
     # (the last 70 % of the steps) sharpens them further. 7,000 steps: 98.2 % high-quality samples
@@ -29,35 +45,29 @@ PRESETS: dict[str, dict] = {
     "grid25": dict(_MIXTURE, r1_gamma=1.0, steps=16_000, checkpoint_every=4_000),
     "vectors": dict(
         arch="mlp", g_width=256, d_width=256, g_depth=3, d_depth=3, g_extra_layers=0, d_extra_layers=0,
-        g_norm="none", d_norm="none", d_mbstd=0, augment="none", groups=1, pack=1, loss="nonsaturating", r1_gamma=0.0, r2_gamma=0.0, r1_every=1,
-        ema_kimg=0.0, conditional=False, steps=10_000, batch_size=128, lr_g=2e-4, lr_d=2e-4, lr_decay=0.0, beta1=0.5, beta2=0.999, ema_decay=0.999,
-        log_every=200, sample_every=2_000, checkpoint_every=5_000, best_metric="fd",
+        g_norm="none", d_norm="none", d_mbstd=0, augment="none", groups=1, pack=1, loss="nonsaturating", r1_gamma=0.0, r2_gamma=0.0,
+        r1_every=1, ema_kimg=0.0, conditional=False, steps=10_000, batch_size=128, lr_g=2e-4, lr_d=2e-4, lr_decay=0.0, beta1=0.5,
+        beta2=0.999, ema_decay=0.999, log_every=200, sample_every=2_000, checkpoint_every=5_000, best_metric="fd",
     ),
-    "images": dict(
-        arch="conv", g_width=64, d_width=64, g_extra_layers=0, d_extra_layers=0, g_depth=3, d_depth=3,
-        g_norm="batch", d_norm="batch", d_mbstd=0, augment="none", groups=1, pack=1, loss="nonsaturating", r1_gamma=0.0, r2_gamma=0.0, r1_every=1,
-        ema_kimg=0.0, conditional=False, steps=10_000, batch_size=64, lr_g=2e-4, lr_d=2e-4, lr_decay=0.0, beta1=0.5, beta2=0.999, ema_decay=0.999,
-        log_every=100, sample_every=1_000, checkpoint_every=2_000, best_metric="fd",
-    ),
+    "images": dict(_DCGAN_IMAGES, **_IMAGE_RECIPE),
     # scikit-learn's 8x8 digits, the default job: a slim DCGAN pair (2x2 -> 4x4 -> 8x8); 10,000 steps take
     # about 2 minutes on 2 CPU cores (5,000 gave visibly rougher digits: FD 2.0 vs 1.3 at 12,000, digits8 features).
     "digits": dict(
         arch="conv", latent_dim=32, g_width=32, d_width=32, g_extra_layers=0, d_extra_layers=0, g_depth=3, d_depth=3,
-        g_norm="batch", d_norm="batch", d_mbstd=0, augment="none", groups=1, pack=1, loss="nonsaturating", r1_gamma=0.0, r2_gamma=0.0, r1_every=1,
-        ema_kimg=0.0, conditional=False, steps=10_000, batch_size=64, lr_g=2e-4, lr_d=2e-4,
-        lr_decay=0.0, beta1=0.5, beta2=0.999, ema_decay=0.999, log_every=100, sample_every=1_000, checkpoint_every=1_000,
-        best_metric="fd",
+        g_norm="batch", d_norm="batch", d_mbstd=0, augment="none", groups=1, pack=1, loss="nonsaturating", r1_gamma=0.0, r2_gamma=0.0,
+        r1_every=1, ema_kimg=0.0, conditional=False, steps=10_000, batch_size=64, lr_g=2e-4, lr_d=2e-4, lr_decay=0.0, beta1=0.5,
+        beta2=0.999, ema_decay=0.999, log_every=100, sample_every=1_000, checkpoint_every=1_000, best_metric="fd",
     ),
 }
-# Stacked MNIST (`stackedmnist:PATH`), measured by benchmarks/stacked_mnist.py (README): the images
-# preset with a discriminator learning twice as fast as the generator, an R1 penalty (gamma 1, lazily
+# Stacked MNIST (`stackedmnist:PATH`), measured by benchmarks/stacked_mnist.py (README): the DCGAN
+# settings with a discriminator learning twice as fast as the generator, an R1 penalty (gamma 1, lazily
 # every 16th D step), batches of 128 and 15,000 steps, the last 30 % decaying, and no packing. Seeds 0-2:
 # KL 0.046, 0.048, 0.051 (mean 0.048), 27 minutes of training alone on 2 CPU cores (seed 0); 18,000 steps
 # gave 0.042-0.048 (mean 0.045) but took 33 minutes alone, past the 30-minute budget. PacGAN packing of 2
 # with R1 every 4th step and 20,000 steps (an earlier preset; packing pairs halves D's batch) gave 0.052;
 # the images preset scored 0.198 (one seed, 10,000 steps, pack 2).
 PRESETS["stackedmnist"] = dict(
-    PRESETS["images"], pack=1, batch_size=128, steps=15_000, lr_d=4e-4, lr_decay=0.3, r1_gamma=1.0, r1_every=16, best_metric="kl"
+    _DCGAN_IMAGES, pack=1, batch_size=128, steps=15_000, lr_d=4e-4, lr_decay=0.3, r1_gamma=1.0, r1_every=16, best_metric="kl"
 )
 
 # How the flag help names each preset: the data that picks it (config.preset_name).
