@@ -8,6 +8,7 @@ on missing, corrupt or truncated input.
 from __future__ import annotations
 
 import gzip
+import json
 import math
 import pathlib
 
@@ -493,3 +494,77 @@ def test_one_parser_tells_what_a_data_spec_names(spec, source, path):
     parsed = parse_spec(spec)
     assert parsed.source == source
     assert parsed.path == (None if path is None else pathlib.Path(path))
+
+
+# --- .npy arrays of images ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("layout", "channels"),
+    [("nhw", 1), ("nchw", 1), ("nchw", 3), ("nhwc", 3), ("nhwc", 1)],
+)
+def test_npy_images_load_in_every_layout_as_uint8_channels_first(tmp_path, layout, channels):
+    images = np.random.default_rng(0).integers(0, 256, (5, channels, 12, 12), dtype=np.uint8)  # (n, c, h, w)
+    array = {"nhw": images[:, 0], "nchw": images, "nhwc": images.transpose(0, 2, 3, 1)}[layout]
+    np.save(tmp_path / "x.npy", array)
+    data = load_dataset(str(tmp_path / "x.npy"))
+    assert data.kind == "images" and data.samples.dtype == torch.uint8
+    assert torch.equal(data.samples, torch.from_numpy(images))
+
+
+@pytest.mark.parametrize(("scale", "shift"), [(1 / 255, 0.0), (2 / 255, -1.0), (1.0, 0.0)], ids=["unit", "signed", "bytes"])
+def test_npy_float_images_are_read_by_their_range(tmp_path, scale, shift):
+    pixels = np.array([0, 1, 127, 128, 254, 255] * 8, dtype=np.float64).reshape(3, 4, 4)
+    np.save(tmp_path / "x.npy", (pixels * scale + shift).astype(np.float32))
+    data = load_dataset(str(tmp_path / "x.npy"))
+    assert torch.equal(data.samples, torch.from_numpy(pixels.astype(np.uint8)).unsqueeze(1))
+
+
+def test_npy_images_resize_crop_and_convert_channels(tmp_path):
+    grey = np.full((4, 10, 16), 200, dtype=np.uint8)
+    np.save(tmp_path / "wide.npy", grey)
+    data = load_dataset(str(tmp_path / "wide.npy"), image_size=8, channels=3)
+    assert data.sample_shape == (3, 8, 8) and (data.samples == 200).all()
+    rgb = np.zeros((2, 3, 8, 8), dtype=np.uint8)
+    rgb[:, 1] = 255  # pure green
+    np.save(tmp_path / "green.npy", rgb)
+    assert (load_dataset(str(tmp_path / "green.npy"), channels=1).samples == 150).all()  # 0.587 * 255
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype", "message"),
+    [
+        ((4, 2, 8, 8), np.uint8, r"shape \(4, 2, 8, 8\) cannot be images: expected 2 or more images as \(n, h, w\)"),
+        ((4, 5, 8, 7), np.uint8, r"shape \(4, 5, 8, 7\) cannot be images"),
+        ((4, 3, 2, 2), np.uint8, r"shape \(4, 3, 2, 2\) cannot be images"),
+        ((1, 8, 8), np.uint8, r"shape \(1, 8, 8\) cannot be images"),
+        ((2, 1, 3, 8, 8), np.uint8, r"shape \(2, 1, 3, 8, 8\) cannot be images"),
+        ((3, 8, 8), np.int32, r"pixel values span \[-3, 300\]: expected uint8, or numbers in \[0, 1\], \[-1, 1\] or \[0, 255\]"),
+    ],
+)
+def test_npy_shapes_and_values_that_cannot_be_images_are_one_line_errors(tmp_path, shape, dtype, message):
+    array = np.zeros(shape, dtype=dtype)
+    if dtype is np.int32:
+        array.flat[0], array.flat[1] = -3, 300
+    np.save(tmp_path / "bad.npy", array)
+    with pytest.raises(GanforgeError, match=message) as caught:
+        load_dataset(str(tmp_path / "bad.npy"))
+    assert "\n" not in str(caught.value)
+
+
+def test_npy_images_with_nan_are_an_error(tmp_path):
+    array = np.zeros((3, 8, 8), dtype=np.float32)
+    array[1, 2, 3] = np.nan
+    np.save(tmp_path / "nan.npy", array)
+    with pytest.raises(GanforgeError, match="nan.npy: the images hold NaN or Inf"):
+        load_dataset(str(tmp_path / "nan.npy"))
+
+
+def test_training_on_npy_images_end_to_end(cli, tmp_path):
+    images = np.random.default_rng(1).integers(0, 256, (32, 8, 8), dtype=np.uint8)
+    np.save(tmp_path / "tiny.npy", images)
+    run = tmp_path / "run"
+    result = cli("train", "--data", str(tmp_path / "tiny.npy"), "--steps", "3", "--out", str(run), "--batch_size", "8",
+                 "--g_width", "4", "--d_width", "4", "--device", "cpu", "--quiet")
+    assert result.code == 0, result.err
+    assert json.loads((run / "config.json").read_text())["image_size"] == 8

@@ -16,6 +16,7 @@ from torch import nn
 
 import ganforge
 from ganforge.data import load_dataset
+from ganforge.data.dataset import Dataset
 from ganforge.data.images import load_digits
 from ganforge.data.toy import mixture_modes
 from ganforge.errors import GanforgeError
@@ -94,6 +95,7 @@ def test_any_module_can_extract_features():
 
 
 def test_inception_without_torch_fidelity_says_how_to_get_it(monkeypatch):
+    monkeypatch.setattr("ganforge.features.fid_helper_weights", lambda: None)  # torch-fidelity, the fallback
     monkeypatch.setitem(sys.modules, "torch_fidelity", None)  # import fails as if not installed
     monkeypatch.setitem(sys.modules, "torch_fidelity.feature_extractor_inceptionv3", None)
     with pytest.raises(GanforgeError, match=r"pip install 'ganforge\[inception\]'") as info:
@@ -102,6 +104,8 @@ def test_inception_without_torch_fidelity_says_how_to_get_it(monkeypatch):
 
 
 def test_inception_offline_says_where_the_weights_go(monkeypatch):
+    monkeypatch.setattr("ganforge.features.fid_helper_weights", lambda: None)  # torch-fidelity, the fallback
+
     def offline(*args, **kwargs):
         raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
 
@@ -118,6 +122,8 @@ def test_inception_offline_says_where_the_weights_go(monkeypatch):
 
 
 def test_inception_wrapper_feeds_torch_fidelity_uint8_rgb(monkeypatch):
+    monkeypatch.setattr("ganforge.features.fid_helper_weights", lambda: None)  # torch-fidelity, the fallback
+
     class FakeInception(nn.Module):
         """Stands in for torch-fidelity's network: checks its input contract, returns per-channel means."""
 
@@ -167,6 +173,25 @@ def test_noise_scores_far_worse_than_the_real_baseline():
     assert metrics["fd"] > 20 * baseline["fd"]
     assert metrics["precision"] < 0.3 < 0.8 < baseline["precision"]
     assert baseline["classes_covered"] == 10 and baseline["class_kl"] < 0.05
+
+
+def test_the_real_baseline_is_scored_at_the_generators_sample_count():
+    """A perfect generator (fresh draws from the data's own Gaussian) scores a lower FD on all its samples
+    than two real halves do (FD's bias grows as n shrinks); scored at the halves' count, it matches them."""
+    raw, halves, same_count = [], [], []
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        mix = rng.normal(size=(16, 16)) / 4
+        draw = lambda n: torch.from_numpy((rng.normal(size=(n, 16)) @ mix).astype(np.float32))  # noqa: E731, B023
+        real = Dataset("gauss", "vectors", draw(2000), {"kind": "affine", "shift": [0.0] * 16, "scale": [1.0] * 16})
+        result = evaluate_samples(draw(2000), real, metrics=("fd",), real_baseline=True, seed=seed)
+        baseline = result["real_baseline"]
+        assert baseline["n"] == 1000 and set(baseline["generator"]) == {"fd"}
+        raw.append(result["metrics"]["fd"])
+        halves.append(baseline["fd"])
+        same_count.append(baseline["generator"]["fd"])
+    assert np.mean(raw) < 0.6 * np.mean(halves)
+    assert 0.67 < np.mean(same_count) / np.mean(halves) < 1.5
 
 
 def test_metric_direction_for_a_best_checkpoint():

@@ -106,6 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
     sample.add_argument("--out", required=True, help="output: FILE.npy, FILE.png, FILE.csv or a folder")
     sample.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    sample.add_argument("--class", dest="class_name", default=None, help="class-conditional runs: the class to draw, by name or number")
     sample.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     sample.add_argument("--force", action="store_true", help="overwrite an existing output")
     sample.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
@@ -228,11 +229,12 @@ def _check_before_launch(config: Config) -> None:
     from ganforge.data.spec import parse_spec
 
     dataset = load_dataset(config.data, config.image_size, config.channels, config.on_bad_image)
-    resolve(config, dataset.kind, dataset.sample_shape, parse_spec(config.data).name)
+    resolve(config, dataset.kind, dataset.sample_shape, parse_spec(config.data).name, len(dataset.class_names))
 
 
 def _sample(args: argparse.Namespace) -> int:
     import numpy as np
+    import torch
 
     from ganforge.export import load_generator
     from ganforge.limits import check_count
@@ -252,7 +254,8 @@ def _sample(args: argparse.Namespace) -> int:
     suffix = out.suffix.lower()
     if suffix == ".png":
         _check_picture(out, shape, args.n)
-    samples = generator.sample(args.n, seed=args.seed).cpu()
+    labels = None if args.class_name is None else torch.tensor(generator.class_index(args.class_name))
+    samples = generator.sample(args.n, seed=args.seed, labels=labels).cpu()
     is_image = samples.dim() == 4
     if suffix == ".npy":
         np.save(out, samples.numpy().astype(np.float32))

@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from ganforge import tensorboard_events
+from ganforge.augment import parse_policy
 from ganforge.data.spec import SPEC_HELP, parse_spec
 from ganforge.errors import GanforgeError
 from ganforge.losses import LOSSES
@@ -42,24 +43,34 @@ class Config:
     channels: int | None = key(None, "images: 1 (grey) or 3 (RGB) (auto: 1 if every image is grey)", (1, 3))
     on_bad_image: str = key("error", "what an unreadable image file in a folder does", ("error", "skip"))
     # Networks
-    arch: str = key("auto", "network pair", ("auto", *ARCHITECTURES))
+    arch: str = key("auto", "network pair: mlp, conv (DCGAN) or resnet (residual, no normalisation, after R3GAN)", ("auto", *ARCHITECTURES))
     latent_dim: int | None = key(None, "noise dimension (auto: lower than the data's: 1 for 2D, 32 for digits, ...)")
     noise: str = key("normal", "noise distribution (uniform: on [-1, 1])", DISTRIBUTIONS)
-    g_width: int | None = key(None, "generator width: hidden units (mlp) or base channels (conv)")
-    d_width: int | None = key(None, "discriminator width: hidden units (mlp) or base channels (conv)")
-    g_depth: int | None = key(None, "mlp generator: hidden layers")
-    d_depth: int | None = key(None, "mlp discriminator: hidden layers")
+    g_width: int | None = key(None, "generator width: hidden units (mlp) or base channels (conv, resnet)")
+    d_width: int | None = key(None, "discriminator width: hidden units (mlp) or base channels (conv, resnet)")
+    g_depth: int | None = key(None, "generator depth: hidden layers (mlp) or residual blocks per resolution (resnet)")
+    d_depth: int | None = key(None, "discriminator depth: hidden layers (mlp) or residual blocks per resolution (resnet)")
+    groups: int | None = key(None, "resnet: groups of the 3x3 convolution in each residual block (1: a plain convolution)")
     g_extra_layers: int | None = key(None, "conv generator: extra 3x3 layers at full resolution")
     d_extra_layers: int | None = key(None, "conv discriminator: extra 3x3 layers at full resolution")
     g_norm: str | None = key(None, "generator normalisation", NORMS)
     d_norm: str | None = key(None, "discriminator normalisation (spectral: spectral norm on every layer)", D_NORMS)
     d_mbstd: int | None = key(None, "minibatch standard deviation in the discriminator (ProGAN): group size, e.g. 4; 0 turns it off")
+    augment: str | None = key(
+        None, "DiffAugment for the discriminator: none, or a comma list of translation, cutout and color, applied to real and "
+        "generated images in both steps (differentiable, so G learns through it)"
+    )
+    conditional: bool | None = key(
+        None, "true: class-conditional generator and discriminator, trained on the data's labels (class sub-folders, MNIST label "
+        "files, digits); sample a class with `ganforge sample --class`"
+    )
     pack: int | None = key(None, "PacGAN packing: samples the discriminator judges jointly")
     # Objective and optimisation
-    loss: str = key("nonsaturating", "the GAN loss", tuple(LOSSES))
+    loss: str | None = key(None, "the GAN loss (relativistic: D on D(x) - D(G(z)) of paired samples, G the mirror)", tuple(LOSSES))
     gp_weight: float = key(0.0, "WGAN-GP gradient penalty weight (0: off)")
     r1_gamma: float | None = key(None, "R1 penalty on real data, weighted gamma/2; 0 turns it off")
-    r1_every: int | None = key(None, "lazy R1: apply the penalty on every Nth discriminator step, N times as strong")
+    r2_gamma: float | None = key(None, "R2 penalty on generated data, weighted gamma/2; 0 turns it off")
+    r1_every: int | None = key(None, "lazy R1 and R2: apply the penalties on every Nth discriminator step, N times as strong")
     steps: int | None = key(None, "generator steps to train for")
     batch_size: int | None = key(None, "samples per batch (real and generated); the global batch under torchrun")
     d_steps_per_g_step: int = key(1, "discriminator steps per generator step")
@@ -69,6 +80,9 @@ class Config:
     beta1: float | None = key(None, "Adam beta1")
     beta2: float | None = key(None, "Adam beta2")
     ema_decay: float | None = key(None, "moving average of the generator's weights used for samples and export; 0 turns it off")
+    ema_kimg: float | None = key(
+        None, "the moving average's half-life in thousands of images, ramped up over the start of the run (0: a constant ema_decay)"
+    )
     seed: int = key(0, "random seed")
     device: str = key("auto", "auto (cuda if available), cpu, cuda or cuda:N")
     sync_batchnorm: bool = key(
@@ -108,6 +122,8 @@ class Config:
 # The allowed values of every key that has a few, from the fields (and the registries they name).
 CHOICES = {f.name: f.metadata["choices"] for f in fields(Config) if f.metadata["choices"]}
 
+# Keys whose value is a comma list of names ("none": the empty list).
+LISTS = ("augment",)
 # Metrics an evaluation reports, any of which can pick the best checkpoint.
 BEST_METRICS = (
     "fd", "kid_mean", "precision", "recall", "density", "coverage", "classes_covered", "class_kl", "classifier_score",
@@ -128,7 +144,7 @@ DERIVED = ("world_size", "batch_per_process")
 
 # Keys added after run folders were saved, with the value that computes what those runs did:
 # a saved config.json without one reads as that value, so an older run still resumes.
-ADDED_KEYS = {"d_mbstd": 0}
+ADDED_KEYS = {"d_mbstd": 0, "groups": 1, "r2_gamma": 0.0, "ema_kimg": 0.0, "augment": "none", "conditional": False}
 
 _TYPES = typing.get_type_hints(Config)
 
@@ -141,10 +157,12 @@ MAXIMA = {
     "g_extra_layers": 64, "d_extra_layers": 64, "d_mbstd": 1024, "pack": 64, "r1_every": 1_000_000,
     "steps": 1_000_000_000, "batch_size": 1_048_576, "d_steps_per_g_step": 100, "log_every": 1_000_000_000,
     "sample_every": 1_000_000_000, "checkpoint_every": 1_000_000_000, "keep_checkpoints": 1000,
-    "max_nonfinite_steps": 1_000_000_000, "eval_every": 1_000_000_000, "eval_n": 1_000_000, "threads": 1024,
+    "max_nonfinite_steps": 1_000_000_000, "eval_every": 1_000_000_000, "eval_n": 1_000_000, "threads": 1024, "groups": 1024,
 }
 # The largest penalty weight: beyond it the penalty alone decides every step.
 MAX_PENALTY = 1e6
+# The longest EMA half-life, in thousands of images (a billion images).
+MAX_EMA_KIMG = 1e6
 # Samples an evaluation needs at least: density/coverage's 5 nearest neighbours and the sample itself.
 MIN_EVAL_SAMPLES = 6
 
@@ -186,6 +204,8 @@ def _coerce(key: str, value: object) -> object:
     if word == "" and optional:
         # Not auto: an empty value is more often a variable that was never set (steps=$STEPS).
         raise GanforgeError(f"{key}= is empty: expected a value, or {key}=auto for the default")
+    if key in LISTS and word not in (None, "null", "auto"):
+        return ",".join(parse_policy(word)) or "none"  # a comma list, "none" for the empty one
     if word in ("none", "null", "auto") and optional:
         return None
     if value is None:
@@ -294,7 +314,7 @@ def validate(config: Config) -> None:
         _require(value is None or value in options, key, value, "one of " + ", ".join(map(str, options)))
     positive = ("image_size", "latent_dim", "r1_every", "g_width", "d_width", "g_depth", "d_depth", "pack", "steps",
                 "batch_size", "d_steps_per_g_step", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints",
-                "threads")
+                "threads", "groups")
     for key in positive:
         _require_range(key, getattr(config, key), 1)
     for key in ("g_extra_layers", "d_extra_layers", "max_nonfinite_steps", "eval_every"):
@@ -308,8 +328,12 @@ def validate(config: Config) -> None:
     _require(config.ema_decay is None or 0 <= config.ema_decay < 1, "ema_decay", config.ema_decay, "a number in [0, 1)")
     _require(0 <= config.seed < 2**31, "seed", config.seed, "an integer from 0 to 2**31 - 1")
     _require(0 <= config.gp_weight <= MAX_PENALTY, "gp_weight", config.gp_weight, f"a number from 0 to {MAX_PENALTY:g}")
-    r1_ok = config.r1_gamma is None or 0 <= config.r1_gamma <= MAX_PENALTY
-    _require(r1_ok, "r1_gamma", config.r1_gamma, f"a number from 0 to {MAX_PENALTY:g}")
+    for key in ("r1_gamma", "r2_gamma"):
+        value = getattr(config, key)
+        _require(value is None or 0 <= value <= MAX_PENALTY, key, value, f"a number from 0 to {MAX_PENALTY:g}")
+    _require(config.ema_kimg is None or 0 <= config.ema_kimg <= MAX_EMA_KIMG, "ema_kimg", config.ema_kimg, f"a number from 0 to {MAX_EMA_KIMG:g}")
+    if config.augment is not None:
+        parse_policy(config.augment)
     _require(config.d_mbstd in (None, 0) or config.d_mbstd >= 2, "d_mbstd", config.d_mbstd, "0 (off) or a group size >= 2")
     _require_range("d_mbstd", config.d_mbstd, 0)
     _require(config.lr_decay is None or 0 <= config.lr_decay <= 1, "lr_decay", config.lr_decay, "a fraction in [0, 1]")
@@ -335,7 +359,7 @@ def preset_name(config: Config, kind: str, sample_shape: tuple[int, ...]) -> str
     return "images" if kind == "images" else "vectors"
 
 
-def resolve(config: Config, kind: str, sample_shape: tuple[int, ...], run_name: str) -> Config:
+def resolve(config: Config, kind: str, sample_shape: tuple[int, ...], run_name: str, classes: int | None = None) -> Config:
     """Fills every auto (None) field from the preset for this data; returns a new Config.
 
     Only `image_size` and `channels` stay None, for vector data, where they do not apply,
@@ -349,13 +373,15 @@ def resolve(config: Config, kind: str, sample_shape: tuple[int, ...], run_name: 
             values[key] = value
     if values["arch"] == "auto":
         values["arch"] = preset["arch"]
+    if values["conditional"]:
+        _check_conditional(config.data, values, classes)
     if kind == "images":
         values["channels"] = sample_shape[0]
         values["image_size"] = sample_shape[-1]
         if config.image_size is None and values["arch"] == "conv":
             _require_conv_size(config.data, sample_shape[-1])
-    elif values["arch"] == "conv":
-        raise GanforgeError(f"arch='conv' needs image data, but data='{config.data}' holds vectors: use arch=mlp")
+    elif values["arch"] in ("conv", "resnet"):
+        raise GanforgeError(f"arch='{values['arch']}' needs image data, but data='{config.data}' holds vectors: use arch=mlp")
     dim = math.prod(sample_shape)
     if values["latent_dim"] is None:
         # Lower than the data's dimension, as the generator maps a thin latent space onto the data.
@@ -380,6 +406,19 @@ def _require_conv_size(data: str, size: int) -> None:
             f"data={shown(data)} holds {size}x{size}-pixel images, a size the conv networks cannot make: "
             "set image_size (e.g. 8, 16, 28, 32, 64) or use arch=mlp"
         ) from None
+
+
+def _check_conditional(data: str, values: dict, classes: int | None) -> None:
+    """conditional=true needs labels in the data (`classes`: how many; None when not known here) and conv/resnet networks."""
+    if classes is not None and classes < 2:
+        raise GanforgeError(
+            f"conditional=true needs class labels, but data='{data}' has none: use class sub-folders, MNIST label files "
+            "or the digits set, or conditional=false"
+        )
+    if values["arch"] not in ("conv", "resnet"):
+        raise GanforgeError(f"conditional=true needs arch=conv or resnet, not arch={values['arch']}")
+    if values["pack"] != 1:
+        raise GanforgeError(f"conditional=true needs pack=1 (a packed row mixes classes), not pack={values['pack']}")
 
 
 def diff(saved: dict, current: Config) -> list[str]:

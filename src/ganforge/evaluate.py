@@ -243,7 +243,7 @@ def _mode_metrics(samples: Tensor, real: Dataset, kind: str, extractor: Extracto
 def evaluate_samples(
     samples: Tensor, real: Dataset, *, metrics: tuple[str, ...] | None = None, features: str | nn.Module = "auto",
     n_real: int | None = None, seed: int = 0, real_baseline: bool = False, cache: Path | None = None,
-    device: torch.device | str = "cpu",
+    device: torch.device | str = "cpu", labels: Tensor | None = None,
 ) -> dict:
     """Metrics of generated `samples` (data space, as `SampleableGenerator.sample` returns) against `real`.
 
@@ -254,8 +254,11 @@ def evaluate_samples(
         features: a name from FEATURES or an nn.Module mapping images in [0, 1] to (n, d).
         n_real: real samples to compare against (default: all, at most 10,000).
         seed: seeds the real subset, KID's subsets and the real-baseline split.
-        real_baseline: also compute each metric between two halves of the real samples.
+        real_baseline: also compute each metric between two halves of the real samples, and the
+            generator's at that same sample count ("generator" in "real_baseline").
         cache: folder for real-data features (None: no caching).
+        labels: the class each sample was asked for (a conditional generator); with a classifier as
+            features, "class_accuracy" is how often the classifier reads that class.
 
     Returns:
         {"metrics": {name: float or int}, "features": extractor name, "n": generated samples,
@@ -275,17 +278,30 @@ def evaluate_samples(
     n_real = min(n_real or MAX_REFERENCE, len(real)) if feature_names else None
     result: dict = {"features": extractor.name, "n": len(samples), "n_real": n_real, "notes": list(extractor.notes), "metrics": {}}
     real_extracted = real_features(real, extractor, n_real, seed, cache) if feature_names else None
+    fake_extracted = extractor(samples) if feature_names else None
     if feature_names:
-        result["metrics"].update(_feature_metrics(feature_names, real_extracted, extractor(samples), seed))
+        result["metrics"].update(_feature_metrics(feature_names, real_extracted, fake_extracted, seed))
+    if labels is not None and fake_extracted is not None and fake_extracted.probabilities is not None:
+        read = fake_extracted.probabilities.argmax(axis=1)
+        result["metrics"]["class_accuracy"] = float((read == labels.cpu().numpy()).mean())
     if "modes" in names:
         result["metrics"].update(_mode_metrics(samples, real, kind, extractor))
     if real_baseline:
-        result["real_baseline"] = _real_baseline(names, real, real_extracted, kind, extractor, len(samples), seed)
+        result["real_baseline"] = _real_baseline(names, real, real_extracted, fake_extracted, kind, extractor, len(samples), seed)
     return result
 
 
-def _real_baseline(names, real: Dataset, real_extracted: Extracted | None, kind: str, extractor: Extractor, n: int, seed: int) -> dict:
-    """Each metric between two disjoint random halves of the real data: what a perfect generator would score."""
+def _real_baseline(
+    names, real: Dataset, real_extracted: Extracted | None, fake_extracted: Extracted | None, kind: str, extractor: Extractor,
+    n: int, seed: int,
+) -> dict:
+    """Each metric between two disjoint random halves of the real data: what a perfect generator would score.
+
+    A Fréchet distance computed on fewer samples is larger (its bias grows as n shrinks), so
+    the generator is also scored at the baseline's count, "generator": its first `n` samples
+    (all of them when fewer) against the same real half. The two then compare as the same measurement, and the
+    baseline is the floor it claims to be.
+    """
     baseline: dict = {}
     if real_extracted is not None:
         order = np.random.default_rng(seed + 1).permutation(len(real_extracted.features))
@@ -293,13 +309,16 @@ def _real_baseline(names, real: Dataset, real_extracted: Extracted | None, kind:
         if half < 6:
             raise GanforgeError(f"--real-baseline needs at least 12 real samples, the reference has {len(order)}")
 
-        def part(index: np.ndarray) -> Extracted:
-            probabilities = real_extracted.probabilities
-            return Extracted(real_extracted.features[index], None if probabilities is None else probabilities[index])
+        def part(extracted: Extracted, index: np.ndarray) -> Extracted:
+            probabilities = extracted.probabilities
+            return Extracted(extracted.features[index], None if probabilities is None else probabilities[index])
 
         feature_names = tuple(m for m in names if m != "modes")
-        baseline.update(_feature_metrics(feature_names, part(order[:half]), part(order[half:]), seed))
+        reference = part(real_extracted, order[:half])
+        baseline.update(_feature_metrics(feature_names, reference, part(real_extracted, order[half : 2 * half]), seed))
         baseline["n"] = half
+        count = min(half, len(fake_extracted.features))
+        baseline["generator"] = _feature_metrics(feature_names, reference, part(fake_extracted, np.arange(count)), seed)
     if "modes" in names:
         # As many real samples as generated ones were scored, for counts that compare.
         count = min(n, len(real))
@@ -326,11 +345,14 @@ def evaluate(
         n = {"mixture": MIXTURE_SAMPLES, "stackedmnist": STACKED_SAMPLES}.get(kind, min(len(real), MAX_REFERENCE))
     if n < 2:
         raise GanforgeError(f"--n {n} is invalid: the metrics need at least 2 samples")
-    samples = generator.sample(n, seed=seed).cpu()
+    classes = len(getattr(generator, "classes", []))
+    labels = torch.arange(n) % classes if classes else None  # a conditional generator: every class alike
+    samples = (generator.sample(n, seed=seed, labels=labels) if classes else generator.sample(n, seed=seed)).cpu()
     if samples.shape[1:] != real.samples.shape[1:] and real.kind == "vectors":
         raise GanforgeError(f"the generator makes samples of shape {tuple(samples.shape[1:])} but the data has {tuple(real.samples.shape[1:])}")
     result = evaluate_samples(
-        samples, real, metrics=metrics, features=features, seed=seed, real_baseline=real_baseline, cache=cache, device=device
+        samples, real, metrics=metrics, features=features, seed=seed, real_baseline=real_baseline, cache=cache, device=device,
+        labels=labels,
     )
     result["seconds"] = round(time.perf_counter() - start, 2)
     return result

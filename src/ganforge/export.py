@@ -32,7 +32,8 @@ class SampleableGenerator(nn.Module):
 
     `forward(z)` is the network (model space); `sample(n, seed)` draws z and returns n
     samples in data space: images as float (n, c, h, w) in [0, 1], vectors in their
-    original units (n, dim).
+    original units (n, dim). A class-conditional generator (`classes`: its class names)
+    takes `labels`, and draws its classes in turn without them.
     """
 
     def __init__(self, network: nn.Module, spec: dict) -> None:
@@ -40,15 +41,30 @@ class SampleableGenerator(nn.Module):
         self.network = network.eval()
         self.spec = spec
         self.latent_dim = spec["noise"]["latent_dim"]
+        self.classes: list[str] = list(spec.get("classes") or [])
 
-    def forward(self, z: Tensor) -> Tensor:
-        return self.network(z)
+    def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        return self.network(z) if labels is None else self.network(z, labels)
+
+    def class_index(self, name: str | int) -> int:
+        """A class's label from its name or number, or a clear error naming the classes there are."""
+        if not self.classes:
+            raise GanforgeError("this generator is not class-conditional: train it with conditional=true to pick a class")
+        if str(name) in self.classes:
+            return self.classes.index(str(name))
+        if str(name).isdigit() and int(name) < len(self.classes):
+            return int(name)
+        raise GanforgeError(f"class {name!r} is not one of this generator's classes: {', '.join(self.classes)}")
 
     @torch.no_grad()
-    def sample(self, n: int, seed: int = 0, batch_size: int = 1024) -> Tensor:
+    def sample(self, n: int, seed: int = 0, batch_size: int = 1024, labels: Tensor | None = None) -> Tensor:
+        """n samples in data space; `labels` (n,) class labels for a conditional generator (default: classes in turn)."""
         device = next(self.network.parameters()).device
+        if labels is not None:
+            self.class_index(0)  # refuses labels for a generator without classes
+            labels = torch.as_tensor(labels, dtype=torch.long, device=device).expand(n)
         noise = NoiseSampler(self.latent_dim, self.spec["noise"]["distribution"], device, seed)
-        chunks = [self.network(noise(min(batch_size, n - i))) for i in range(0, n, batch_size)]
+        chunks = [self.forward(noise(min(batch_size, n - i)), None if labels is None else labels[i : i + batch_size]) for i in range(0, n, batch_size)]
         return to_data_space(torch.cat(chunks), self.spec["transform"])
 
 

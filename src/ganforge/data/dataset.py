@@ -37,8 +37,17 @@ class Dataset:
     def sample_shape(self) -> tuple[int, ...]:
         return tuple(self.samples.shape[1:])
 
+    @property
+    def class_names(self) -> list[str]:
+        """The name of each class label (folder names, else the label numbers); [] without labels."""
+        if self.labels is None or len(self.labels) == 0:
+            return []
+        named = self.info.get("classes")
+        return list(named) if named else [str(i) for i in range(int(self.labels.max()) + 1)]
+
     def to(self, device: torch.device) -> Dataset:
         self.samples = self.samples.to(device)
+        self.labels = None if self.labels is None else self.labels.to(device)
         self._affine = None
         return self
 

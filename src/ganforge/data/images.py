@@ -1,4 +1,4 @@
-"""Image datasets: scikit-learn's digits, MNIST IDX files and folders of image files."""
+"""Image datasets: scikit-learn's digits, MNIST IDX files, folders of image files and .npy arrays of images."""
 
 from __future__ import annotations
 
@@ -189,3 +189,55 @@ def load_image_folder(
         labels=labels,
         info={"classes": classes, "skipped_files": bad},
     )
+
+
+def _channels_first(path: Path, array: np.ndarray) -> np.ndarray:
+    """(n, h, w), (n, c, h, w) or (n, h, w, c) with c in 1 or 3 -> (n, c, h, w); any other shape is a clear error."""
+    shape = tuple(array.shape)
+    expected = "expected 2 or more images as (n, h, w), (n, c, h, w) or (n, h, w, c) with c = 1 or 3 and sides of 4 pixels or more"
+    if array.ndim == 3:
+        array = array[:, None]
+    elif array.ndim == 4 and array.shape[1] not in (1, 3) and array.shape[-1] in (1, 3):
+        array = array.transpose(0, 3, 1, 2)  # channels last -> channels first
+    if array.ndim != 4 or array.shape[1] not in (1, 3) or min(array.shape[2:]) < 4 or array.shape[0] < 2:
+        raise GanforgeError(f"{path}: array of shape {shape} cannot be images: {expected}")
+    return array
+
+
+def _as_uint8(path: Path, array: np.ndarray) -> np.ndarray:
+    """Pixel values as uint8 [0, 255]: uint8 as is; other numbers read by their range ([0, 1], [-1, 1] or [0, 255])."""
+    if array.dtype == np.uint8:
+        return array
+    values = array.astype(np.float64)
+    if not np.isfinite(values).all():
+        raise GanforgeError(f"{path}: the images hold NaN or Inf: expected finite pixel values")
+    low, high = values.min(), values.max()
+    if low >= 0 and high <= 1 and array.dtype.kind == "f":
+        values = values * 255.0
+    elif low >= -1 and high <= 1 and array.dtype.kind == "f":
+        values = (values + 1.0) * 127.5
+    elif low < 0 or high > 255:
+        raise GanforgeError(
+            f"{path}: pixel values span [{low:g}, {high:g}]: expected uint8, or numbers in [0, 1], [-1, 1] or [0, 255]"
+        )
+    return np.round(values).astype(np.uint8)
+
+
+def images_from_array(path: Path, array: np.ndarray, image_size: int | None = None, channels: int | None = None) -> Dataset:
+    """A .npy array of images (see `_channels_first` for the shapes) as uint8 (n, channels, size, size).
+
+    Non-square images are centre-cropped to a square; grey becomes RGB for channels=3 and
+    RGB grey (ITU-R 601 luma, as Pillow) for channels=1.
+    """
+    images = _as_uint8(path, _channels_first(path, array))
+    h, w = images.shape[2:]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    tensor = torch.from_numpy(np.ascontiguousarray(images[:, :, top : top + side, left : left + side]))
+    if channels == 3 and tensor.shape[1] == 1:
+        tensor = tensor.expand(-1, 3, -1, -1).contiguous()
+    elif channels == 1 and tensor.shape[1] == 3:
+        luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+        tensor = (tensor.float() * luma).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+    return Dataset(name=str(path), kind="images", samples=resize_tensor(tensor, image_size), transform=IMAGE_TRANSFORM,
+                   info={"files": str(path)})

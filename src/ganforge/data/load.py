@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from ganforge.data.dataset import Dataset
-from ganforge.data.images import load_digits, load_image_folder, load_mnist
+from ganforge.data.images import images_from_array, load_digits, load_image_folder, load_mnist
 from ganforge.data.spec import SPEC_HELP, parse_spec
 from ganforge.data.stacked import load_stacked_mnist
 from ganforge.data.toy import load_mixture
-from ganforge.data.vectors import load_vectors
+from ganforge.data.vectors import load_npy, load_vectors
 from ganforge.errors import GanforgeError
 
 
@@ -33,7 +33,10 @@ def load_dataset(
     if path.suffix.lower() in (".npy", ".csv"):
         if not path.is_file():
             raise GanforgeError(f"data='{spec}': no such file")
-        return load_vectors(path)
+        if path.suffix.lower() == ".csv":
+            return load_vectors(path)
+        array = load_npy(path)  # (n, dim) vectors; three or more dimensions are images
+        return images_from_array(path, array, image_size, channels) if array.ndim >= 3 else load_vectors(path, array)
     if path.exists():
         raise GanforgeError(f"data='{spec}' is not a dataset this version reads: expected {SPEC_HELP}")
     raise GanforgeError(f"data='{spec}' is neither a built-in dataset nor an existing path: expected {SPEC_HELP}")

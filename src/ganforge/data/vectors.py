@@ -13,7 +13,8 @@ from ganforge.data.dataset import Dataset
 from ganforge.errors import GanforgeError
 
 
-def _load_npy(path: Path) -> np.ndarray:
+def load_npy(path: Path) -> np.ndarray:
+    """The numeric array of a .npy file, or a clear error."""
     try:
         array = np.load(path, allow_pickle=False)
     except ValueError as err:
@@ -63,9 +64,11 @@ def _is_number(cell: str) -> bool:
     return True
 
 
-def load_vectors(path: Path) -> Dataset:
-    """Rows of a .npy (n, dim) or (n,) array or a .csv table, standardised per column for training."""
-    array, lines = (_load_npy(path), None) if path.suffix.lower() == ".npy" else _load_csv(path)
+def load_vectors(path: Path, array: np.ndarray | None = None) -> Dataset:
+    """Rows of a .npy (n, dim) or (n,) array (or `array`, read from it) or a .csv table, standardised per column."""
+    lines = None
+    if array is None:
+        array, lines = (load_npy(path), None) if path.suffix.lower() == ".npy" else _load_csv(path)
     line = (lambda row: "") if lines is None else (lambda row: f" (line {lines[row]} of the file)")
     if array.ndim == 1:
         array = array[:, None]

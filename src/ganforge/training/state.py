@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ganforge import distributed
+from ganforge.augment import AugmentedDiscriminator, parse_policy
 from ganforge.checkpoint import save_checkpoint, write_checkpoint
 from ganforge.config import Config
 from ganforge.data import BatchSampler, Dataset
@@ -28,11 +29,25 @@ from ganforge.errors import GanforgeError, TrainingDiverged
 from ganforge.evaluate import TrainingEvaluation, is_better
 from ganforge.export import SampleableGenerator, export_generator
 from ganforge.losses import get_loss
-from ganforge.nets import ConvDiscriminator, ConvGenerator, MLPDiscriminator, MLPGenerator, build_network, init_weights, mbstd_group
+from ganforge.nets import (
+    Conditioned,
+    ConvDiscriminator,
+    ConvGenerator,
+    MLPDiscriminator,
+    MLPGenerator,
+    ResNetDiscriminator,
+    ResNetGenerator,
+    build_network,
+    init_weights,
+    mbstd_group,
+)
 from ganforge.noise import NoiseSampler
 from ganforge.plots import save_samples
 from ganforge.steps import FP32, discriminator_step, frozen, generator_step
 
+# The EMA's half-life grows with the images seen, to at most `ema_kimg` thousand: it is
+# EMA_RAMPUP times the images seen so far (StyleGAN2-ADA's ramp), so early weights fade fast.
+EMA_RAMPUP = 0.05
 BEST = "best"  # RUN/best holds the best generator's export, checkpoints/best.pt its full state
 SAMPLE_SEED_OFFSET = 7919  # fixed noise for sample images, apart from the training noise
 
@@ -108,6 +123,17 @@ def resolve_speed(config: Config, device: torch.device) -> Speed:
     )
 
 
+@dataclass
+class Players:
+    """The networks one iteration's steps call: each player trained and frozen (D also as the penalties' network)."""
+
+    g_run: nn.Module
+    g_frozen: nn.Module
+    d_run: nn.Module
+    d_frozen: nn.Module
+    d_train: nn.Module
+
+
 def _nothing() -> None:
     pass
 
@@ -155,10 +181,19 @@ def _plain(module: nn.Module) -> nn.Module:
 
 def build_networks(config: Config, dataset: Dataset) -> tuple[nn.Module, nn.Module]:
     """The generator/discriminator pair a resolved config describes."""
-    if config.arch == "conv":
+    classes = len(dataset.class_names) if config.conditional else 0
+    if config.arch == "resnet":
         channels, size = dataset.sample_shape[0], dataset.sample_shape[-1]
-        generator = ConvGenerator(config.latent_dim, channels, size, config.g_width, config.g_extra_layers, config.g_norm)
-        discriminator = ConvDiscriminator(channels, size, config.d_width, config.d_extra_layers, config.d_norm, config.pack, config.d_mbstd)
+        generator = ResNetGenerator(config.latent_dim, channels, size, config.g_width, config.g_depth, config.groups, classes)
+        discriminator = ResNetDiscriminator(
+            channels, size, config.d_width, config.d_depth, config.groups, config.pack, config.d_mbstd, classes
+        )
+    elif config.arch == "conv":
+        channels, size = dataset.sample_shape[0], dataset.sample_shape[-1]
+        generator = ConvGenerator(config.latent_dim, channels, size, config.g_width, config.g_extra_layers, config.g_norm, classes)
+        discriminator = ConvDiscriminator(
+            channels, size, config.d_width, config.d_extra_layers, config.d_norm, config.pack, config.d_mbstd, classes
+        )
         init_weights(generator)
         init_weights(discriminator)
     else:
@@ -205,7 +240,7 @@ class Trainer:
         self.d_optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr_d, betas=betas, **kernel)
         self.loss = get_loss(config.loss)
         self.noise = NoiseSampler(config.latent_dim, config.noise, device, seed=config.seed + 1)
-        self.ema = EMA(self.generator, config.ema_decay) if config.ema_decay else None
+        self.ema = EMA(self.generator, config.ema_decay) if config.ema_decay or config.ema_kimg else None
         if config.sync_batchnorm and world > 1 and device.type == "cuda":
             nn.SyncBatchNorm.convert_sync_batchnorm(self.generator)
             nn.SyncBatchNorm.convert_sync_batchnorm(self.discriminator)
@@ -222,9 +257,26 @@ class Trainer:
             self.g_frozen = self.g_run if self.g_train is self.generator else compiled(self.generator, mode, self._generator_trial, say)
             self.d_run = compiled(self.d_train, mode, self._discriminator_trial, say)
             self.d_frozen = self.d_run if self.d_train is self.discriminator else compiled(self.discriminator, mode, self._discriminator_trial, say)
+        self._augment_discriminator(config, device)
         self.step, self.seconds = 0, 0.0
         self.best: dict | None = None  # the best evaluation so far: {"metric", "value", "step"}
         self.skipped = torch.zeros((), dtype=torch.long, device=device)  # steps skipped for NaN/Inf, on the device
+
+    def _augment_discriminator(self, config: Config, device: torch.device) -> None:
+        """With `augment`, D sees every batch (real and generated, in both steps, penalties included) augmented."""
+        policy = parse_policy(config.augment)
+        self.augment_rng = torch.Generator(device=device)
+        self.augment_rng.manual_seed(config.seed + 2)
+        if policy:
+            self.d_run, self.d_frozen, self.d_train = (
+                AugmentedDiscriminator(d, policy, self.augment_rng) for d in (self.d_run, self.d_frozen, self.d_train)
+            )
+
+    def _players(self, labels: Tensor | None) -> Players:
+        """The networks the steps call; in a conditional run, bound to the batch's class labels (generated
+        samples take the classes of the real batch beside them)."""
+        players = (self.g_run, self.g_frozen, self.d_run, self.d_frozen, self.d_train)
+        return Players(*(players if labels is None else (Conditioned(player, labels) for player in players)))
 
     @property
     def skipped_steps(self) -> int:
@@ -241,10 +293,11 @@ class Trainer:
     def _discriminator_trial(self, discriminator: nn.Module) -> None:
         """Runs `discriminator` as training will (trainable and frozen), leaving every state as it was."""
         x = torch.zeros(self.local_batch, *self.dataset.sample_shape, device=self.device, requires_grad=True)
+        labels = [torch.zeros(self.local_batch, dtype=torch.long, device=self.device)] if self.config.conditional else []
         with _kept(self.discriminator), self.speed.autocast:
-            discriminator(x).float().sum().backward()
+            discriminator(x, *labels).float().sum().backward()
             with frozen(self.discriminator):
-                discriminator(x).float().sum().backward()
+                discriminator(x, *labels).float().sum().backward()
 
     def local_noise(self, n: int) -> Tensor:
         """This process's n noise vectors: its shard of the global draw of n * world_size."""
@@ -264,6 +317,7 @@ class Trainer:
             "d_optimizer": self.d_optimizer.state_dict(),
             "ema": self.ema.average.state_dict() if self.ema is not None else None,
             "noise": self.noise.state_dict(),
+            "augment_rng": self.augment_rng.get_state(),
             "sampler": self.sampler.state_dict(),
             "torch_rng": torch.get_rng_state(),
         }
@@ -281,6 +335,10 @@ class Trainer:
             self.ema.average.load_state_dict(state["ema"])
         self.sampler.load_state_dict(state["sampler"])
         torch.set_rng_state(state["torch_rng"])
+        try:  # absent in checkpoints from before augmentation, whose runs drew none
+            self.augment_rng.set_state(state.get("augment_rng", self.augment_rng.get_state()))
+        except RuntimeError:  # RNG states differ between device types (e.g. cuda -> cpu)
+            self.augment_rng.manual_seed(self.config.seed + 2 + self.step)
         try:
             self.noise.load_state_dict(state["noise"])
         except RuntimeError:  # RNG states differ between device types (e.g. cuda -> cpu)
@@ -336,6 +394,7 @@ class Trainer:
             "noise": {"latent_dim": self.config.latent_dim, "distribution": self.config.noise},
             "transform": self.dataset.transform,
             "sample_shape": list(self.dataset.sample_shape),
+            "classes": self.dataset.class_names if self.config.conditional else [],
             "step": self.step,
         }
 
@@ -378,21 +437,25 @@ class Trainer:
         for optimizer, lr in ((self.g_optimizer, config.lr_g), (self.d_optimizer, config.lr_d)):
             for group in optimizer.param_groups:
                 group["lr"] = lr * factor
-        applied = None
+        applied, real, players = None, None, None
         for d_step in range(self.step * config.d_steps_per_g_step, (self.step + 1) * config.d_steps_per_g_step):
-            # Lazy R1: every r1_every-th discriminator step, r1_every times as strong.
-            r1_gamma = config.r1_gamma * config.r1_every if d_step % config.r1_every == 0 else 0.0
-            real = data.to_model_space(data.samples[distributed.shard(self.sampler.next())])
+            # Lazy R1 and R2: every r1_every-th discriminator step, r1_every times as strong.
+            lazy = config.r1_every if d_step % config.r1_every == 0 else 0.0
+            index = distributed.shard(self.sampler.next())
+            real = data.to_model_space(data.samples[index])
+            players = self._players(data.labels[index] if config.conditional else None)
             d_out = discriminator_step(
-                self.g_frozen, self.d_run, self.d_optimizer, self.loss, self.local_noise, real,
-                config.gp_weight, r1_gamma, skip_nonfinite, speed.autocast, speed.d_scaler, self.d_train,
+                players.g_frozen, players.d_run, self.d_optimizer, self.loss, self.local_noise, real,
+                config.gp_weight, config.r1_gamma * lazy, skip_nonfinite, speed.autocast, speed.d_scaler, players.d_train,
+                r2_gamma=config.r2_gamma * lazy,
             )
             applied = _both(applied, d_out.applied)
-        g_out = generator_step(
-            self.g_run, self.d_frozen, self.g_optimizer, self.loss, self.local_noise, self.local_batch, skip_nonfinite,
-            speed.autocast, speed.g_scaler,
+        g_out = generator_step(  # with the last D step's reals (and their classes), for a loss that compares
+            players.g_run, players.d_frozen, self.g_optimizer, self.loss, self.local_noise, self.local_batch, skip_nonfinite,
+            speed.autocast, speed.g_scaler, real=real,
         )
         if self.ema is not None:
+            self.ema.decay = ema_decay(config, self.step)
             _update_ema(self.ema, self.generator, g_out.applied)
         applied = _both(applied, g_out.applied)
         self.step += 1
@@ -411,6 +474,16 @@ def lr_factor(step: int, steps: int, decay: float) -> float:
     """
     decay_steps = decay * steps
     return 1.0 if steps - step >= decay_steps else (steps - step) / decay_steps
+
+
+def ema_decay(config: Config, step: int) -> float:
+    """The EMA's decay per step: `ema_decay`, or with `ema_kimg` the decay whose half-life is that many
+    thousand images, ramped up from 0 over the start of the run (StyleGAN2-ADA)."""
+    if not config.ema_kimg:
+        return config.ema_decay
+    images = (step + 1) * config.batch_size
+    half_life = min(config.ema_kimg * 1000, images * EMA_RAMPUP)
+    return 0.5 ** (config.batch_size / max(half_life, 1e-8))
 
 
 def _both(a: Tensor | None, b: Tensor | None) -> Tensor | None:
