@@ -299,8 +299,8 @@ def _real_baseline(
 
     A Fréchet distance computed on fewer samples is larger (its bias grows as n shrinks), so
     the generator is also scored at the baseline's count, "generator": its first `n` samples
-    (all of them when fewer) against the same real half. The two then compare as the same measurement, and the
-    baseline is the floor it claims to be.
+    (all of them when fewer) against the same real half. The two then compare as one measurement
+    (a generator can still score below it when the reference is its own training data, as for digits).
     """
     baseline: dict = {}
     if real_extracted is not None:
