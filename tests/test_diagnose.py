@@ -77,13 +77,15 @@ def test_a_generator_collapsed_to_one_mode_of_a_mixture_is_found():
         evaluation(1000, modes=8, hq_percent=90.0, reverse_kl=0.01),
         evaluation(2000, modes=1, hq_percent=30.0, reverse_kl=math.log(8)),
     ]
+    assert not findings(records, {"best_metric": "reverse_kl"})["mode_collapse"].episodes  # one evaluation is not enough
+    records.append(evaluation(3000, modes=1, hq_percent=30.0, reverse_kl=math.log(8)))
     found = findings(records, {"best_metric": "reverse_kl"})["mode_collapse"]
     assert found.present and found.since == 2000
     assert "modes 1, down from 8" in found.evidence
 
 
 def test_sharp_samples_from_few_modes_are_collapse_from_the_first_evaluation():
-    records = [evaluation(1000, modes=1, hq_percent=100.0, reverse_kl=math.log(8))]
+    records = [evaluation(step, modes=1, hq_percent=100.0, reverse_kl=math.log(8)) for step in (1000, 2000)]
     assert findings(records, {"best_metric": "reverse_kl"})["mode_collapse"].since == 1000
 
 
@@ -94,9 +96,9 @@ def test_blurry_early_samples_on_no_mode_are_not_collapse():
 
 
 def test_precision_without_recall_and_lost_classes_are_collapse():
-    narrow = [evaluation(500, fd=5.0, precision=0.9, recall=0.02, coverage=0.1, classes_covered=1)]
+    narrow = [evaluation(step, fd=5.0, precision=0.9, recall=0.02, coverage=0.1, classes_covered=1) for step in (500, 1000)]
     assert "recall 0.020" in findings(narrow)["mode_collapse"].evidence
-    lost = [evaluation(500, fd=5.0, classes_covered=10), evaluation(1000, fd=4.0, classes_covered=4)]
+    lost = [evaluation(500, fd=5.0, classes_covered=10), *(evaluation(step, fd=4.0, classes_covered=4) for step in (1000, 1500))]
     assert findings(lost)["mode_collapse"].evidence == "classes_covered 4, down from 10 at step 500"
 
 
@@ -147,6 +149,12 @@ def test_live_diagnosis_warns_once_per_mode_as_the_report_would():
     assert lines[0].startswith(f"{FAILURE_MODES['discriminator_winning'].title} since step 1100: D(x) 0.980")
     assert "lr_d=" in lines[0]
     assert findings(records)["discriminator_winning"].since == 1100
+
+
+def test_live_diagnosis_leaves_divergence_to_the_loop_when_the_guard_is_off():
+    nan = {**log(100), "d_loss": float("nan")}
+    assert LiveDiagnosis({**CONFIG, "max_nonfinite_steps": 3}).update(nan)[0].startswith("divergence")
+    assert LiveDiagnosis({**CONFIG, "max_nonfinite_steps": 0}).update(nan) == []
 
 
 def test_live_diagnosis_forgets_records_a_rollback_replaced():
