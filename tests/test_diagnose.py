@@ -11,6 +11,7 @@ import pytest
 
 from ganforge import diagnose
 from ganforge.diagnose import FAILURE_MODES, LiveDiagnosis
+from helpers import digits_args
 
 RECORDED = Path(__file__).parent / "data" / "metrics"
 CONFIG = {"loss": "nonsaturating", "best_metric": "fd", "arch": "conv", "lr_d": 2e-4, "d_steps_per_g_step": 1}
@@ -195,3 +196,14 @@ def test_real_failing_runs_get_their_diagnosis(name):
     assert found[mode].present, found[mode]
     live = LiveDiagnosis(config)
     assert any(line.startswith(FAILURE_MODES[mode].title) for r in records for line in live.update(r))
+
+
+def test_training_warns_once_when_a_far_faster_discriminator_wins(cli, tmp_path):
+    healthy_run = cli(*digits_args(tmp_path / "healthy", 60))
+    assert healthy_run.code == 0 and "warning" not in healthy_run.err
+    failing = cli(*digits_args(tmp_path / "failing", 60), "lr_d=0.02")  # 100 times the preset's
+    warnings = [line for line in failing.err.splitlines() if line.startswith("warning:")]
+    assert failing.code == 0 and len(warnings) == 1, failing.err
+    assert warnings[0].startswith("warning: discriminator winning (vanishing generator gradient) since step ")
+    records = [json.loads(line) for line in (tmp_path / "failing" / "metrics.jsonl").read_text().splitlines()]
+    assert findings(records, json.loads((tmp_path / "failing" / "config.json").read_text()))["discriminator_winning"].present
