@@ -11,6 +11,7 @@ import pytest
 
 from ganforge import diagnose
 from ganforge.diagnose import FAILURE_MODES, LiveDiagnosis
+from helpers import digits_args
 
 RECORDED = Path(__file__).parent / "data" / "metrics"
 CONFIG = {"loss": "nonsaturating", "best_metric": "fd", "arch": "conv", "lr_d": 2e-4, "d_steps_per_g_step": 1}
@@ -77,13 +78,15 @@ def test_a_generator_collapsed_to_one_mode_of_a_mixture_is_found():
         evaluation(1000, modes=8, hq_percent=90.0, reverse_kl=0.01),
         evaluation(2000, modes=1, hq_percent=30.0, reverse_kl=math.log(8)),
     ]
+    assert not findings(records, {"best_metric": "reverse_kl"})["mode_collapse"].episodes  # one evaluation is not enough
+    records.append(evaluation(3000, modes=1, hq_percent=30.0, reverse_kl=math.log(8)))
     found = findings(records, {"best_metric": "reverse_kl"})["mode_collapse"]
     assert found.present and found.since == 2000
     assert "modes 1, down from 8" in found.evidence
 
 
 def test_sharp_samples_from_few_modes_are_collapse_from_the_first_evaluation():
-    records = [evaluation(1000, modes=1, hq_percent=100.0, reverse_kl=math.log(8))]
+    records = [evaluation(step, modes=1, hq_percent=100.0, reverse_kl=math.log(8)) for step in (1000, 2000)]
     assert findings(records, {"best_metric": "reverse_kl"})["mode_collapse"].since == 1000
 
 
@@ -94,9 +97,9 @@ def test_blurry_early_samples_on_no_mode_are_not_collapse():
 
 
 def test_precision_without_recall_and_lost_classes_are_collapse():
-    narrow = [evaluation(500, fd=5.0, precision=0.9, recall=0.02, coverage=0.1, classes_covered=1)]
+    narrow = [evaluation(step, fd=5.0, precision=0.9, recall=0.02, coverage=0.1, classes_covered=1) for step in (500, 1000)]
     assert "recall 0.020" in findings(narrow)["mode_collapse"].evidence
-    lost = [evaluation(500, fd=5.0, classes_covered=10), evaluation(1000, fd=4.0, classes_covered=4)]
+    lost = [evaluation(500, fd=5.0, classes_covered=10), *(evaluation(step, fd=4.0, classes_covered=4) for step in (1000, 1500))]
     assert findings(lost)["mode_collapse"].evidence == "classes_covered 4, down from 10 at step 500"
 
 
@@ -149,6 +152,12 @@ def test_live_diagnosis_warns_once_per_mode_as_the_report_would():
     assert findings(records)["discriminator_winning"].since == 1100
 
 
+def test_live_diagnosis_leaves_divergence_to_the_loop_when_the_guard_is_off():
+    nan = {**log(100), "d_loss": float("nan")}
+    assert LiveDiagnosis({**CONFIG, "max_nonfinite_steps": 3}).update(nan)[0].startswith("divergence")
+    assert LiveDiagnosis({**CONFIG, "max_nonfinite_steps": 0}).update(nan) == []
+
+
 def test_live_diagnosis_forgets_records_a_rollback_replaced():
     live = LiveDiagnosis(CONFIG)
     for step in range(100, 500, 100):
@@ -187,3 +196,14 @@ def test_real_failing_runs_get_their_diagnosis(name):
     assert found[mode].present, found[mode]
     live = LiveDiagnosis(config)
     assert any(line.startswith(FAILURE_MODES[mode].title) for r in records for line in live.update(r))
+
+
+def test_training_warns_once_when_a_far_faster_discriminator_wins(cli, tmp_path):
+    healthy_run = cli(*digits_args(tmp_path / "healthy", 60))
+    assert healthy_run.code == 0 and "warning" not in healthy_run.err
+    failing = cli(*digits_args(tmp_path / "failing", 60), "lr_d=0.02")  # 100 times the preset's
+    warnings = [line for line in failing.err.splitlines() if line.startswith("warning:")]
+    assert failing.code == 0 and len(warnings) == 1, failing.err
+    assert warnings[0].startswith("warning: discriminator winning (vanishing generator gradient) since step ")
+    records = [json.loads(line) for line in (tmp_path / "failing" / "metrics.jsonl").read_text().splitlines()]
+    assert findings(records, json.loads((tmp_path / "failing" / "config.json").read_text()))["discriminator_winning"].present

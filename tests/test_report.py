@@ -202,3 +202,18 @@ def test_chromium_renders_the_page(runs, tmp_path):
     # the plots' blue and red lines are drawn, not only text
     assert ((pixels[..., 2] > 150) & (pixels[..., 0] < 80)).sum() > 100
     assert ((pixels[..., 0] > 180) & (pixels[..., 1] < 80)).sum() > 100
+
+
+def test_nan_losses_leave_a_gap_in_the_plot_and_a_divergence_finding(runs, copy_run):
+    run = copy_run(runs["ring8"])
+    with open(run / "metrics.jsonl", "a") as f:
+        for step, loss, skipped in ((25, float("nan"), 5), (30, 1.3, 5)):
+            f.write(json.dumps({"step": step, "d_loss": loss, "g_loss": 0.7, "d_real": 0.5, "d_fake": 0.5, "seconds": 1.0,
+                                "steps_per_s": 10.0, "skipped_steps": skipped}) + "\n")
+    page = Page(write_report([run]).read_text(encoding="utf-8"))
+    (losses,) = page.figures["losses"]
+    assert losses["paths"]["d_loss"].count("M") == 2 and losses["paths"]["g_loss"].count("M") == 1
+    assert "skipped_steps" in page.figures
+    divergence = page.rows["divergence"]
+    assert divergence["class"] == "past" and "seen at steps 25, gone by the end" in divergence["text"]
+    assert "5 step(s) skipped for NaN/Inf; d_loss not finite" in divergence["text"]
