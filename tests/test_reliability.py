@@ -1151,6 +1151,43 @@ def test_a_lock_file_left_by_a_killed_run_does_not_block(cli, tmp_path):
     assert not runlock.lock_path(run).exists()
 
 
+@pytest.mark.skipif(not _permissions_apply(), reason="permissions do not apply (running as root)")
+def test_a_run_folder_in_a_read_only_parent_is_locked_itself(tmp_path):
+    """Invariant: where the lock file cannot be made beside the run folder (its parent is read-only), the run
+    folder itself is locked: a second holder is still refused, and the folder is unchanged."""
+    parent = tmp_path / "mount"
+    run = parent / "run"
+    run.mkdir(parents=True)
+    parent.chmod(0o555)
+    try:
+        with runlock.hold(run):
+            with pytest.raises(GanforgeError, match="is in use by another ganforge run"), runlock.hold(run):
+                pass
+        assert sorted(p.name for p in parent.iterdir()) == ["run"] and not any(run.iterdir())
+    finally:
+        parent.chmod(0o755)
+
+
+def test_a_lock_file_that_cannot_be_made_falls_back_to_the_folder(tmp_path, monkeypatch):
+    """Invariant (simulated EACCES, as under root `chmod` does not apply): the run folder itself is locked then."""
+    run = tmp_path / "run"
+    run.mkdir()
+    real_open = os.open
+
+    def no_lock_file(path, *args, **kwargs):
+        if str(path).endswith(".lock"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(runlock.os, "open", no_lock_file)
+    with runlock.hold(run):
+        with pytest.raises(GanforgeError, match=f"out='{run}' is in use by another ganforge run \\(another process\\)"), runlock.hold(run):
+            pass
+    with runlock.hold(run):  # released
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
 # --- bounds for every number a user types ---------------------------------------------------
 
 
