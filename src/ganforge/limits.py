@@ -37,7 +37,10 @@ def available_memory(device: torch.device | str = "cpu") -> int:
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (ValueError, OSError):
+        return 2**62  # unknown here (not Linux): memory sets no bound
 
 
 def most_samples(sample_shape: tuple[int, ...], device: torch.device | str = "cpu", copies: int = 4) -> int:
