@@ -363,6 +363,28 @@ def test_a_second_sigint_during_a_save_still_ends_with_a_line_and_a_checkpoint(c
     assert_same_final_state(run, tmp_path / "reference", 20)
 
 
+def test_a_second_sigint_between_saves_stops_at_once_with_a_line(cli, tmp_path, monkeypatch, signal_trap):
+    """Invariant: Ctrl-C twice in the middle of a training step (not a save) stops at once, exit 130, with one
+    line saying so; the checkpoints saved before are intact and the same command resumes to a bit-identical end."""
+    run = tmp_path / "run"
+    real = train_module.Trainer.iteration
+
+    def iteration(trainer, skip_nonfinite):
+        if trainer.step == 7:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(trainer, skip_nonfinite)
+
+    monkeypatch.setattr(train_module.Trainer, "iteration", iteration)
+    result = cli(*run_args(run, 20))
+    assert result.code == 130 and result.err.strip().splitlines()[-1].startswith("stopped at once by a second Ctrl-C"), result
+    assert [load_checkpoint(p)["step"] for p in list_checkpoints(run)] == [5]
+    monkeypatch.undo()
+    assert f"resuming {run} from step 5" in cli(*run_args(run, 20)).err
+    assert cli(*run_args(tmp_path / "reference", 20)).code == 0
+    assert_same_final_state(run, tmp_path / "reference", 20)
+
+
 # --- divergence guard: the two steps --------------------------------------------------------
 
 

@@ -221,7 +221,7 @@ def _without_nproc(argv: list[str]) -> list[str]:
 
 def _train(args: argparse.Namespace, argv: list[str]) -> int:
     from ganforge import distributed
-    from ganforge.train import train
+    from ganforge.train import StoppedAtOnce, train
 
     most = _most_processes()
     if args.nproc < 1:
@@ -234,6 +234,9 @@ def _train(args: argparse.Namespace, argv: list[str]) -> int:
         return _launch(args.nproc, _without_nproc(argv))
     try:
         train(config, new=args.new, progress=not args.quiet, say=lambda m: print(m, file=sys.stderr))
+    except StoppedAtOnce:
+        print("stopped at once by a second Ctrl-C; the last checkpoint is kept: run the same command again to resume", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         return 130
     return 0

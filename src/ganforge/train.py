@@ -39,6 +39,10 @@ def run_name(spec: str) -> str:
     return Path(spec).stem if ("/" in spec or "." in spec) else spec
 
 
+class StoppedAtOnce(KeyboardInterrupt):
+    """A second SIGINT outside a save: training stops where it is; the last checkpoint is kept."""
+
+
 class _StopRequest:
     """Turns SIGINT/SIGTERM into a flag the loop checks between iterations (a second SIGINT aborts)."""
 
@@ -52,7 +56,7 @@ class _StopRequest:
 
     def _handle(self, signum, frame) -> None:
         if self.requested and signum == signal.SIGINT and not self.saving:
-            raise KeyboardInterrupt
+            raise StoppedAtOnce
         self.requested = True
 
     @contextmanager
