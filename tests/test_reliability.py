@@ -1240,7 +1240,16 @@ def test_networks_too_large_for_free_memory_are_refused(cli, tmp_path, monkeypat
     """Invariant: networks whose training state would not fit in free memory are refused before they are built."""
     monkeypatch.setattr(limits, "available_memory", lambda device="cpu": 10 * 2**20)
     assert_clean_error(cli(*ring8_args(tmp_path / "run", 4), "--g_width", "2000", "--g_depth", "2"),
-                       "parameters need", "GiB to train", "expected smaller widths")
+                       "parameters and batches of 16 need", "GiB to train", "expected smaller widths")
+    assert not (tmp_path / "run").exists()
+
+
+def test_batches_too_large_for_free_memory_are_refused(cli, tmp_path, monkeypatch):
+    """Minimal reproduction: a batch of a million samples through 1,024-wide networks (192 GiB of activations) was
+    left to the allocator; the activations are now counted by a forward pass on the meta device first."""
+    monkeypatch.setattr(limits, "available_memory", lambda device="cpu": 64 * 2**30)
+    assert_clean_error(cli(*ring8_args(tmp_path / "run", 4), "--batch_size", "1048576", "--g_width", "1024", "--d_width", "1024"),
+                       "parameters and batches of 1,048,576 need", "batch_size")
     assert not (tmp_path / "run").exists()
 
 

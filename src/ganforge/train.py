@@ -132,7 +132,7 @@ def _train(config: Config, new: bool, progress: bool, say, device: torch.device 
 
 def _run(config: Config, dataset, device: torch.device, new: bool, progress: bool, say) -> Path:
     # Everything that can still refuse the config is built before the run folder is touched.
-    limits.check_networks_fit(lambda: build_networks(config, dataset), device)
+    limits.check_networks_fit(lambda: build_networks(config, dataset), device, batch=config.batch_size // distributed.world_size())
     trainer = Trainer(config, dataset, device, say)
     evaluation = TrainingEvaluation(config, device) if config.eval_every and distributed.is_main() else None
     run_dir = Path(config.out)
