@@ -185,7 +185,7 @@ def _without_nproc(argv: list[str]) -> list[str]:
 
 def _train(args: argparse.Namespace, argv: list[str]) -> int:
     from ganforge import distributed
-    from ganforge.training import train
+    from ganforge.training import StoppedAtOnce, train
 
     most = _most_processes()
     if args.nproc < 1:
@@ -198,6 +198,9 @@ def _train(args: argparse.Namespace, argv: list[str]) -> int:
         return _launch(args.nproc, _without_nproc(argv))
     try:
         train(config, new=args.new, progress=not args.quiet, say=lambda m: print(m, file=sys.stderr))
+    except StoppedAtOnce:
+        print("stopped at once by a second Ctrl-C; the last checkpoint is kept: run the same command again to resume", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         return 130
     return 0

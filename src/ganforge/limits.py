@@ -19,6 +19,9 @@ from ganforge.errors import GanforgeError
 # Bytes per parameter of a training run: weights, gradients and Adam's two moments (fp32),
 # and the generator's moving average, rounded up.
 TRAINING_BYTES_PER_PARAMETER = 5 * 4
+# Bytes per number a layer outputs in training: kept for the backward pass of both players'
+# steps, and its gradient (fp32).
+ACTIVATION_BYTES = 4 * 4
 # The share of free memory one request may take: the rest is left to activations, the
 # data, and everything else the machine runs.
 SHARE = 0.5
@@ -37,7 +40,10 @@ def available_memory(device: torch.device | str = "cpu") -> int:
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (ValueError, OSError):
+        return 2**62  # unknown here (not Linux): memory sets no bound
 
 
 def most_samples(sample_shape: tuple[int, ...], device: torch.device | str = "cpu", copies: int = 4) -> int:
@@ -55,19 +61,44 @@ def check_count(name: str, n: int, low: int, high: int, sample_shape: tuple[int,
         raise GanforgeError(f"{name} {n} is invalid: expected an integer from {low} to {min(high, fits):,}{why}")
 
 
-def check_networks_fit(build, device: torch.device | str, training: bool = True) -> None:
+def check_networks_fit(build, device: torch.device | str, training: bool = True, batch: int = 0) -> None:
     """Builds the networks `build()` returns on the meta device (no memory) and refuses them if
-    they would not fit in SHARE of the free memory of `device`: to train them (`training`), or to sample."""
+    they would not fit in SHARE of the free memory of `device`: to train them (`training`) on
+    batches of `batch` samples, whose activations are counted by a forward pass on the meta
+    device, or to sample."""
     with torch.device("meta"):
         networks: tuple[nn.Module, ...] = build()
     parameters = sum(p.numel() for network in networks for p in network.parameters())
     needed = parameters * (TRAINING_BYTES_PER_PARAMETER if training else 4)
+    activations = _activations(*networks, batch) if training and batch and len(networks) == 2 else 0
+    needed += activations * ACTIVATION_BYTES
     free = available_memory(device)
     if needed > free * SHARE:
+        batch_note = f" and batches of {batch:,}" if activations else ""
         raise GanforgeError(
-            f"{parameters:,} parameters need {needed / 2**30:.1f} GiB{' to train' if training else ''}, but {torch.device(device)} has "
-            f"{free / 2**30:.1f} GiB free: expected smaller widths, depths, latent_dim or image_size"
+            f"{parameters:,} parameters{batch_note} need {needed / 2**30:.1f} GiB{' to train' if training else ''}, but "
+            f"{torch.device(device)} has {free / 2**30:.1f} GiB free: expected smaller widths, depths, latent_dim, image_size or batch_size"
         )
+
+
+def _activations(generator: nn.Module, discriminator: nn.Module, batch: int) -> int:
+    """Numbers every layer outputs in one pass of `batch` noise vectors through G and then D, on the meta device."""
+    total = 0
+
+    def count(module, inputs, output) -> None:
+        nonlocal total
+        if isinstance(output, torch.Tensor):
+            total += output.numel()
+
+    leaves = [m for network in (generator, discriminator) for m in network.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(count) for m in leaves]
+    try:
+        with torch.no_grad():
+            discriminator(generator(torch.zeros(batch, generator.config["latent_dim"], device="meta")))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return total
 
 
 def check_images_fit(count: int, channels: int, image_size: int) -> None:

@@ -10,6 +10,7 @@ is reused by the next one).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 from collections.abc import Iterator
@@ -39,11 +40,12 @@ def hold(run_dir: Path, enabled: bool = True) -> Iterator[None]:
     path = lock_path(run_dir)
     created = _make_parents(path.parent)
     try:
-        fd = _acquire(path, run_dir)
+        fd, owned = _acquire(path, run_dir)
         try:
             yield
         finally:
-            path.unlink(missing_ok=True)  # while still held, so no one locks a file about to vanish
+            if owned:
+                path.unlink(missing_ok=True)  # while still held, so no one locks a file about to vanish
             os.close(fd)
     finally:
         for folder in reversed(created):
@@ -60,19 +62,20 @@ def _make_parents(folder: Path) -> list[Path]:
     return missing
 
 
-def _acquire(path: Path, run_dir: Path) -> int:
-    """Locks `path` (created if absent) and writes this process's id into it; returns its descriptor."""
+def _acquire(path: Path, run_dir: Path) -> tuple[int, bool]:
+    """Locks `path` (created if absent) and writes this process's id into it; returns its descriptor and True.
+
+    Where the parent folder cannot be written (a run folder on a mount whose parent belongs
+    to someone else), the run folder itself is locked instead: descriptor and False.
+    """
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 32).decode("ascii", "replace").strip()
-            os.close(fd)
-            pid = f"process id {holder}" if holder.isdigit() else "another process"
-            raise GanforgeError(
-                f"out='{run_dir}' is in use by another ganforge run ({pid}): wait for it to end, or choose another --out"
-            ) from None
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            if err.errno not in (errno.EACCES, errno.EPERM, errno.EROFS) or not run_dir.is_dir():
+                raise
+            return _lock(os.open(run_dir, os.O_RDONLY), run_dir), False
+        _lock(fd, run_dir)
         try:
             same = os.stat(path).st_ino == os.fstat(fd).st_ino
         except FileNotFoundError:
@@ -82,4 +85,19 @@ def _acquire(path: Path, run_dir: Path) -> int:
         os.close(fd)  # its previous owner removed it as we opened it: lock the file now under that name
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
+    return fd, True
+
+
+def _lock(fd: int, run_dir: Path) -> int:
+    """Takes the exclusive lock on `fd` without waiting, or closes it and raises the error naming the holder."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            holder = os.read(fd, 32).decode("ascii", "replace").strip()
+        except IsADirectoryError:
+            holder = ""
+        os.close(fd)
+        pid = f"process id {holder}" if holder.isdigit() else "another process"
+        raise GanforgeError(f"out='{run_dir}' is in use by another ganforge run ({pid}): wait for it to end, or choose another --out") from None
     return fd

@@ -9,6 +9,6 @@
   training iteration, the two GAN steps of `ganforge.steps`.
 """
 
-from ganforge.training.loop import train
+from ganforge.training.loop import StoppedAtOnce, train
 
-__all__ = ["train"]
+__all__ = ["StoppedAtOnce", "train"]

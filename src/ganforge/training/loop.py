@@ -94,7 +94,7 @@ def _start(config: Config, dataset: Dataset, device: torch.device, new: bool, pr
     """Builds the trainer, prepares the run folder and restores its checkpoint: the Run to loop
     over, or the run folder itself when it is already trained to `steps`."""
     # Everything that can still refuse the config is built before the run folder is touched.
-    limits.check_networks_fit(lambda: build_networks(config, dataset), device)
+    limits.check_networks_fit(lambda: build_networks(config, dataset), device, batch=config.batch_size // distributed.world_size())
     trainer = Trainer(config, dataset, device, say)
     evaluation = TrainingEvaluation(config, device) if config.eval_every and distributed.is_main() else None
     run_dir = Path(config.out)
@@ -216,6 +216,10 @@ def _finish(run: Run, interrupted: bool) -> Path:
     return run_dir
 
 
+class StoppedAtOnce(KeyboardInterrupt):
+    """A second SIGINT outside a save: training stops where it is; the last checkpoint is kept."""
+
+
 class StopRequest:
     """Turns SIGINT/SIGTERM into a flag the loop checks between iterations (a second SIGINT
     aborts, except during a save)."""
@@ -230,7 +234,7 @@ class StopRequest:
 
     def _handle(self, signum, frame) -> None:
         if self.requested and signum == signal.SIGINT and not self.saving:
-            raise KeyboardInterrupt
+            raise StoppedAtOnce
         self.requested = True
 
     @contextmanager
