@@ -4,9 +4,12 @@ A mutant is "killed" when the suite fails with it, and "survives" when the suite
 user would meet that no test catches. Each mutant is a text substitution in one file under src/ganforge
 whose pattern must occur exactly once there, so a mutant that no longer applies is reported, not skipped.
 
-    python scripts/mutants.py                      # the default suite on every mutant (about an hour on 2 cores)
+    python scripts/mutants.py                      # the default suite on every mutant
+    python scripts/mutants.py --jobs 2             # two mutants at a time, each in its own copy
     python scripts/mutants.py --list               # the mutants, one per line
     python scripts/mutants.py --only ema_ -- tests/test_ema_training.py   # some mutants, some tests
+
+The default suite runs with -x and its slowest files last, so a killed mutant stops at its first failure.
 
 Exit code 0 when every mutant is killed, 1 when one survives, 2 when a mutant no longer applies or the
 unmutated suite fails.
@@ -16,11 +19,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import queue
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,10 +132,22 @@ def check_applies(copy: Path, mutant: Mutant) -> str | None:
     return None if count == 1 else f"its pattern occurs {count} times in {mutant.path}: expected exactly once"
 
 
+# The default suite, fastest-failing files first: the files that run a training process under torchrun, kill
+# one or fuzz inputs take most of its time, so they come last and a mutant caught earlier stops sooner (-x).
+LAST = ("test_resume.py", "test_distributed_averages.py", "test_distributed.py", "test_reliability.py", "test_fuzz.py")
+
+
+def default_suite(copy: Path) -> list[str]:
+    """Every test file of the copy (the default suite, markers as pyproject.toml sets them), slow ones last."""
+    names = sorted(p.name for p in (copy / "tests").glob("test_*.py"))
+    return [f"tests/{name}" for name in sorted(names, key=lambda name: (name in LAST, LAST.index(name) if name in LAST else 0, name))]
+
+
 def run_suite(copy: Path, tests: list[str], timeout: float) -> tuple[int, float, str]:
     """Runs pytest in `copy` with its src first on the path; returns (exit code, seconds, last line)."""
     env = dict(os.environ, PYTHONPATH=str(copy / "src"), OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
-    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", f"--basetemp={copy.parent / 'pytest'}",
+               *(tests or default_suite(copy))]
     start = time.perf_counter()
     try:
         result = subprocess.run(command, cwd=copy, env=env, capture_output=True, text=True, timeout=timeout)
@@ -139,6 +156,23 @@ def run_suite(copy: Path, tests: list[str], timeout: float) -> tuple[int, float,
     lines = [line for line in result.stdout.strip().splitlines() if line.strip()]
     failed = [line for line in lines if line.startswith(("FAILED", "ERROR"))]
     return result.returncode, time.perf_counter() - start, (failed or lines or ["(no output)"])[-1]
+
+
+def judge(copy: Path, mutant: Mutant, tests: list[str], timeout: float) -> bool:
+    """Runs the suite on `copy` with `mutant` applied (then removed); prints and returns whether it was killed.
+
+    pytest exits 1 when a test failed; any other non-zero code (an error while collecting, a timeout)
+    also means the mutant did not get through the suite unnoticed.
+    """
+    path = copy / "src" / "ganforge" / mutant.path
+    original = path.read_text(encoding="utf-8")
+    path.write_text(original.replace(mutant.old, mutant.new), encoding="utf-8")
+    try:
+        code, seconds, last = run_suite(copy, tests, timeout)
+    finally:
+        path.write_text(original, encoding="utf-8")
+    print(f"{mutant.name:40} {'killed' if code else 'survived':8} {seconds:6.0f} s  {last}", flush=True)
+    return code != 0
 
 
 def uses_the_copy(copy: Path) -> bool:
@@ -153,6 +187,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
     parser.add_argument("--only", nargs="+", default=[], metavar="PREFIX", help="only the mutants whose name starts with one of these")
     parser.add_argument("--no-baseline", action="store_true", help="skip the run of the unmutated suite")
+    parser.add_argument("--jobs", type=int, default=1, help="mutants judged at once, each in its own copy (default 1)")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per suite run (default 900); a run past it counts as killed")
     parser.add_argument("tests", nargs="*", help="pytest arguments (default: the default suite)")
     return parser.parse_args(argv)
@@ -166,36 +201,36 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{mutant.name:40} {mutant.path:26} {mutant.why}")
         return 0
     with tempfile.TemporaryDirectory(prefix="ganforge-mutants-") as folder:
-        copy = Path(folder) / "repo"
-        copy_repository(ROOT, copy)
-        if not uses_the_copy(copy):
+        copies = [Path(folder) / f"job{index}" / "repo" for index in range(max(args.jobs, 1))]
+        for copy in copies:
+            copy_repository(ROOT, copy)
+        if not uses_the_copy(copies[0]):
             print("error: python does not import ganforge from the copy's src (is ganforge installed non-editable?)", file=sys.stderr)
             return 2
-        broken = [f"{m.name}: {why}" for m in mutants if (why := check_applies(copy, m))]
+        broken = [f"{m.name}: {why}" for m in mutants if (why := check_applies(copies[0], m))]
         if broken:
             print("error: mutants that no longer apply:\n  " + "\n  ".join(broken), file=sys.stderr)
             return 2
         if not args.no_baseline:
-            code, seconds, last = run_suite(copy, args.tests, args.timeout)
+            code, seconds, last = run_suite(copies[0], args.tests, args.timeout)
             print(f"{'(unmutated)':40} {'pass' if code == 0 else 'FAIL':8} {seconds:6.0f} s  {last}", flush=True)
             if code != 0:
                 print("error: the unmutated suite fails; fix it before judging mutants", file=sys.stderr)
                 return 2
-        survivors = []
-        for mutant in mutants:
-            path = copy / "src" / "ganforge" / mutant.path
-            original = path.read_text(encoding="utf-8")
-            path.write_text(original.replace(mutant.old, mutant.new), encoding="utf-8")
+        free: queue.Queue[Path] = queue.Queue()
+        for copy in copies:
+            free.put(copy)
+
+        def judge_in_a_free_copy(mutant: Mutant) -> bool:
+            copy = free.get()
             try:
-                code, seconds, last = run_suite(copy, args.tests, args.timeout)
+                return judge(copy, mutant, args.tests, args.timeout)
             finally:
-                path.write_text(original, encoding="utf-8")
-            # pytest exits 1 when a test failed; any other non-zero code (an error while collecting, a
-            # timeout) also means the mutant did not get through the suite unnoticed.
-            verdict = "survived" if code == 0 else "killed"
-            if code == 0:
-                survivors.append(mutant.name)
-            print(f"{mutant.name:40} {verdict:8} {seconds:6.0f} s  {last}", flush=True)
+                free.put(copy)
+
+        with ThreadPoolExecutor(len(copies)) as pool:
+            killed = list(pool.map(judge_in_a_free_copy, mutants))
+    survivors = [m.name for m, k in zip(mutants, killed) if not k]
     print(f"{len(mutants) - len(survivors)} of {len(mutants)} mutants killed" + (f"; survived: {', '.join(survivors)}" if survivors else ""))
     return 1 if survivors else 0
 
