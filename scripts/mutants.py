@@ -80,6 +80,8 @@ MUTANTS = [
            "the global RNG (gradient penalty interpolation) restarts on resume"),
     Mutant("resume_step_off_by_one", "trainer.py", "self.step, self.seconds = state[\"step\"], state[\"seconds\"]",
            "self.step, self.seconds = state[\"step\"] + 1, state[\"seconds\"]", "a resumed run skips one step"),
+    Mutant("resume_ema_not_restored", "trainer.py", "            self.ema.average.load_state_dict(state[\"ema\"])\n", "            pass\n",
+           "a resumed run restarts the weight average from the live weights"),
     Mutant("resume_optimizer_not_restored", "trainer.py", "        self.g_optimizer.load_state_dict(state[\"g_optimizer\"])\n", "",
            "a resumed run restarts the generator's Adam moments"),
     # several processes
@@ -158,12 +160,17 @@ def run_suite(copy: Path, tests: list[str], timeout: float) -> tuple[int, float,
     return result.returncode, time.perf_counter() - start, (failed or lines or ["(no output)"])[-1]
 
 
-def judge(copy: Path, mutant: Mutant, tests: list[str], timeout: float) -> bool:
-    """Runs the suite on `copy` with `mutant` applied (then removed); prints and returns whether it was killed.
+def judge(copy: Path, mutant: Mutant | None, tests: list[str], timeout: float) -> bool:
+    """Runs the suite on `copy` with `mutant` applied (then removed; None: unmutated); prints the outcome and
+    returns whether the suite failed.
 
     pytest exits 1 when a test failed; any other non-zero code (an error while collecting, a timeout)
     also means the mutant did not get through the suite unnoticed.
     """
+    if mutant is None:
+        code, seconds, last = run_suite(copy, tests, timeout)
+        print(f"{'(unmutated)':40} {'FAIL' if code else 'pass':8} {seconds:6.0f} s  {last}", flush=True)
+        return code != 0
     path = copy / "src" / "ganforge" / mutant.path
     original = path.read_text(encoding="utf-8")
     path.write_text(original.replace(mutant.old, mutant.new), encoding="utf-8")
@@ -173,6 +180,28 @@ def judge(copy: Path, mutant: Mutant, tests: list[str], timeout: float) -> bool:
         path.write_text(original, encoding="utf-8")
     print(f"{mutant.name:40} {'killed' if code else 'survived':8} {seconds:6.0f} s  {last}", flush=True)
     return code != 0
+
+
+def judge_all(copies: list[Path], mutants: list[Mutant], args: argparse.Namespace) -> tuple[bool, list[bool]]:
+    """The unmutated suite (unless --no-baseline) and every mutant, each in a free copy, len(copies) at a time.
+
+    Returns whether the unmutated suite passed and, per mutant, whether it was killed."""
+    free: queue.Queue[Path] = queue.Queue()
+    for copy in copies:
+        free.put(copy)
+
+    def in_a_free_copy(mutant: Mutant | None) -> bool:
+        copy = free.get()
+        try:
+            return judge(copy, mutant, args.tests, args.timeout)
+        finally:
+            free.put(copy)
+
+    runs = ([] if args.no_baseline else [None]) + mutants
+    with ThreadPoolExecutor(len(copies)) as pool:
+        failed = list(pool.map(in_a_free_copy, runs))
+    baseline_failed = failed.pop(0) if not args.no_baseline else False
+    return not baseline_failed, failed
 
 
 def uses_the_copy(copy: Path) -> bool:
@@ -211,25 +240,10 @@ def main(argv: list[str] | None = None) -> int:
         if broken:
             print("error: mutants that no longer apply:\n  " + "\n  ".join(broken), file=sys.stderr)
             return 2
-        if not args.no_baseline:
-            code, seconds, last = run_suite(copies[0], args.tests, args.timeout)
-            print(f"{'(unmutated)':40} {'pass' if code == 0 else 'FAIL':8} {seconds:6.0f} s  {last}", flush=True)
-            if code != 0:
-                print("error: the unmutated suite fails; fix it before judging mutants", file=sys.stderr)
-                return 2
-        free: queue.Queue[Path] = queue.Queue()
-        for copy in copies:
-            free.put(copy)
-
-        def judge_in_a_free_copy(mutant: Mutant) -> bool:
-            copy = free.get()
-            try:
-                return judge(copy, mutant, args.tests, args.timeout)
-            finally:
-                free.put(copy)
-
-        with ThreadPoolExecutor(len(copies)) as pool:
-            killed = list(pool.map(judge_in_a_free_copy, mutants))
+        baseline_passed, killed = judge_all(copies, mutants, args)
+    if not baseline_passed:
+        print("error: the unmutated suite fails; fix it before judging mutants", file=sys.stderr)
+        return 2
     survivors = [m.name for m, k in zip(mutants, killed) if not k]
     print(f"{len(mutants) - len(survivors)} of {len(mutants)} mutants killed" + (f"; survived: {', '.join(survivors)}" if survivors else ""))
     return 1 if survivors else 0

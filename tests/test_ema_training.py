@@ -149,9 +149,9 @@ def test_exported_and_sampled_generator_has_batchnorm_statistics_recalibrated_fo
     np.testing.assert_allclose(np.load(out), by_hand, rtol=1e-5, atol=1e-6)
 
 
-def test_the_generator_the_loop_samples_and_evaluates_is_the_recalibrated_average(digits_run):
-    """Trainer.sampling_generator (pictures, evaluation, export) rebuilt from the checkpoint: the EMA's
-    weights and the recalibrated statistics that generator.safetensors holds."""
+def test_a_restored_trainer_samples_and_evaluates_with_the_exported_generator(digits_run):
+    """A Trainer restored from the last checkpoint (as a resumed run is) gives, for pictures and evaluation
+    (`sampling_generator`), the EMA weights and recalibrated statistics that generator.safetensors holds."""
     state = load_checkpoint(digits_run / "checkpoints" / "checkpoint-00000010.pt")
     dataset = load_dataset("digits")
     config = resolve(make_config(state["config"]), dataset.kind, dataset.sample_shape, "digits")
