@@ -43,9 +43,18 @@ def test_frechet_distance_of_diagonal_gaussians():
     assert frechet_distance_from_stats(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-12)
 
 
-def test_frechet_distance_of_a_set_with_itself_and_with_a_shifted_copy():
-    x = gaussian(300, 5, 0)
+def scaled_copy_distance(x: np.ndarray, c: float) -> float:
+    """FD(x, c x) by hand: means mu and c mu, covariances S and c² S, so (c - 1)² (|mu|² + tr S). Positive for
+    c != 1, so unlike a set against itself (0, where the distance is clamped) it shows any error in the formula."""
+    mu, sigma = x.mean(0), np.cov(x, rowvar=False).reshape(x.shape[1], x.shape[1])
+    return (c - 1) ** 2 * (float(mu @ mu) + float(np.trace(sigma)))
+
+
+def test_frechet_distance_of_a_set_with_itself_a_scaled_and_a_shifted_copy():
+    x = gaussian(300, 5, 0, shift=0.3)
     assert frechet_distance(x, x) == pytest.approx(0.0, abs=1e-9)
+    for c in (0.9, 1.05):
+        assert frechet_distance(x, c * x) == pytest.approx(scaled_copy_distance(x, c), rel=1e-9)
     shift = np.array([1.0, 0.0, -2.0, 0.5, 0.0])
     assert frechet_distance(x, x + shift) == pytest.approx(float(shift @ shift), rel=1e-9)
 
@@ -55,6 +64,8 @@ def test_frechet_distance_is_stable_for_singular_covariances():
     x = gaussian(10, 64, 1)
     value = frechet_distance(x, x)
     assert math.isfinite(value) and value == pytest.approx(0.0, abs=1e-8)
+    # The square roots of the 55 zero eigenvalues' rounding cost a few digits.
+    assert frechet_distance(x, 1.1 * x) == pytest.approx(scaled_copy_distance(x, 1.1), rel=1e-4)
     assert frechet_distance(x, gaussian(10, 64, 2)) > 0
 
 

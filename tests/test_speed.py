@@ -22,7 +22,7 @@ from ganforge.errors import GanforgeError
 from ganforge.losses import get_loss
 from ganforge.noise import NoiseSampler
 from ganforge.steps import discriminator_step, generator_step
-from ganforge.training.state import Trainer, pick_device
+from ganforge.training.state import PRECISIONS, Trainer, pick_device
 
 TINY = {"device": "cpu", "batch_size": 16, "g_width": 4, "d_width": 4, "ema_decay": 0.9}
 
@@ -128,27 +128,41 @@ def test_fp16_refused_where_autocast_cannot_run():
 # --- precision ----------------------------------------------------------------------------------
 
 
-def test_bf16_on_cpu_runs_the_networks_in_bf16_and_stays_finite_and_close_to_fp32():
+# After 5 iterations from the same start, a low-precision player's distance to the fp32 run, as a fraction of
+# how far the fp32 run moved it (measured on CPU: bf16 G 0.19, D 0.040; fp16 G 0.14, D 0.004), stays under
+# these; the logged scalars stay within LOW_PRECISION_SCALARS of fp32's (measured: 7e-5 bf16, 1.1e-5 fp16).
+LOW_PRECISION_WEIGHTS = {"G": 0.4, "D": 0.15}
+LOW_PRECISION_SCALARS = 1e-3
+
+
+def _flat(state: dict[str, torch.Tensor], player: str) -> torch.Tensor:
+    return torch.cat([v.flatten() for k, v in state.items() if k.startswith(player + ".") and "running" not in k and v.is_floating_point()])
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_low_precision_on_cpu_follows_fp32_for_several_iterations_and_moves_the_weights(precision):
+    """The networks run in `precision` (weights stay fp32), no update is skipped, every weight moves, and
+    5 iterations end within LOW_PRECISION_WEIGHTS of the fp32 run from the same start."""
     dtypes = []
-    bf16, fp32 = make_trainer(precision="bf16"), make_trainer()
-    bf16.generator.net[0].register_forward_hook(lambda module, inputs, output: dtypes.append(output.dtype))
-    low, full = run(bf16, 5), run(fp32, 5)
-    assert torch.bfloat16 in dtypes
-    assert all(p.dtype == torch.float32 for p in bf16.generator.parameters()), "the weights stay fp32"
-    assert torch.isfinite(torch.tensor(low)).all()
-    # The first iteration starts from the same weights and data: equal up to bf16 rounding.
-    torch.testing.assert_close(torch.tensor(low[0]), torch.tensor(full[0]), rtol=0.05, atol=0.02)
+    low, full = make_trainer(precision=precision), make_trainer()
+    low.generator.net[0].register_forward_hook(lambda module, inputs, output: dtypes.append(output.dtype))
+    start = {k: v.clone() for k, v in weights(low).items()}
+    low_scalars, full_scalars = run(low, 5), run(full, 5)
+    assert PRECISIONS[precision] in dtypes and torch.float32 not in dtypes
+    assert all(p.dtype == torch.float32 for p in low.generator.parameters()), "the weights stay fp32"
+    assert low.skipped_steps == 0
+    moved = weights(low)
+    assert all(not torch.equal(moved[k], start[k]) for k in start if k.endswith("weight")), "every weight moves"
+    torch.testing.assert_close(torch.tensor(low_scalars), torch.tensor(full_scalars), rtol=0, atol=LOW_PRECISION_SCALARS)
+    for player, tolerance in LOW_PRECISION_WEIGHTS.items():
+        apart = (_flat(moved, player) - _flat(weights(full), player)).norm()
+        assert apart <= tolerance * (_flat(weights(full), player) - _flat(start, player)).norm(), player
 
 
-def test_fp16_on_cpu_uses_one_grad_scaler_per_player_and_stays_finite():
-    trainer = make_trainer(precision="fp16")
-    speed = trainer.speed
+def test_fp16_on_cpu_uses_one_grad_scaler_per_player():
+    speed = make_trainer(precision="fp16").speed
     assert isinstance(speed.g_scaler, torch.amp.GradScaler) and isinstance(speed.d_scaler, torch.amp.GradScaler)
     assert speed.g_scaler is not speed.d_scaler
-    scalars = run(trainer, 5)
-    assert torch.isfinite(torch.tensor(scalars)).all()
-    assert trainer.skipped_steps <= 5 and speed.g_scaler.get_scale() > 0
-    assert torch.isfinite(torch.cat([p.flatten() for p in trainer.generator.parameters()])).all()
 
 
 def test_fp32_is_unchanged_by_the_speed_plumbing():
