@@ -92,9 +92,11 @@ def _activations(generator: nn.Module, discriminator: nn.Module, batch: int) -> 
 
     leaves = [m for network in (generator, discriminator) for m in network.modules() if not list(m.children())]
     handles = [m.register_forward_hook(count) for m in leaves]
+    # A class-conditional pair takes the batch's labels too (any label: only shapes matter here).
+    labels = {"labels": torch.zeros(batch, dtype=torch.long, device="meta")} if discriminator.config.get("classes") else {}
     try:
         with torch.no_grad():
-            discriminator(generator(torch.zeros(batch, generator.config["latent_dim"], device="meta")))
+            discriminator(generator(torch.zeros(batch, generator.config["latent_dim"], device="meta"), **labels), **labels)
     finally:
         for handle in handles:
             handle.remove()
