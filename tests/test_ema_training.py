@@ -58,8 +58,8 @@ def _nan_generator_loss_at(monkeypatch, calls: set[int]) -> None:
         loss = get_loss(name)
         count = iter(range(10**6))
 
-        def generator_loss(fake_logits):
-            value = loss.generator(fake_logits)
+        def generator_loss(fake_logits, real_logits=None):
+            value = loss.generator(fake_logits, real_logits)
             return value * float("nan") if next(count) in calls else value
 
         return dataclasses.replace(loss, generator=generator_loss)
