@@ -1114,12 +1114,16 @@ def test_fewer_steps_on_a_finished_run_change_nothing(cli, copy_run, ring8_run):
     assert tree(run) == before
 
 
-def test_a_run_stopped_before_its_first_checkpoint_restarts_in_place(cli, tmp_path):
+@pytest.mark.parametrize("killed", ["before_the_checkpoint", "before_the_readable_spec"])
+def test_a_run_stopped_before_its_first_checkpoint_restarts_in_place(cli, tmp_path, killed):
     """Invariant: a run with metrics (and an export) no further than its first checkpoint's step, but no
-    checkpoint (killed while writing it), is restarted by the same command and ends as a run never stopped."""
+    checkpoint (killed between the export and the checkpoint, or between the export's two files), is restarted
+    by the same command and ends as a run never stopped. (Found by the SIGKILL test: the second case was refused.)"""
     run = tmp_path / "run"
     assert cli(*ring8_args(run, 10)).code == 0
-    shutil.rmtree(run / "checkpoints")  # as if killed between the export and the first checkpoint
+    shutil.rmtree(run / "checkpoints")
+    if killed == "before_the_readable_spec":
+        (run / "generator.json").unlink()
     result = cli(*ring8_args(run, 20))
     assert result.code == 0, result.err
     assert logged_steps(run) == [5, 10, 15, 20]

@@ -149,6 +149,25 @@ def _sealed_spec(weights: bytes, weights_path: Path) -> dict | None:
         raise GanforgeError(f"{weights_path} is corrupt: not a safetensors file ({str(err)[:120]})") from None
 
 
+def exported_step(run_dir: Path) -> int | None:
+    """The step of a run folder's exported generator: 0 if there is none, None if its spec does not read.
+
+    The spec sealed in the weights file counts first: a run killed between writing the
+    weights and their readable copy has the new step there.
+    """
+    weights_path, spec_path = run_dir / WEIGHTS, run_dir / SPEC
+    if not weights_path.exists() and not spec_path.exists():
+        return 0
+    try:
+        spec = _sealed_spec(weights_path.read_bytes(), weights_path) if weights_path.is_file() else None
+        if spec is None:
+            spec = _read_spec(spec_path)
+    except (GanforgeError, OSError):
+        return None
+    step = spec.get("step") if isinstance(spec, dict) else None
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
+
+
 def _read_spec(spec_path: Path) -> object:
     try:
         return json.loads(spec_path.read_text(encoding="utf-8"))

@@ -16,6 +16,7 @@ from pathlib import Path
 from ganforge.checkpoint import atomic_write, checkpoint_mismatch, list_checkpoints, load_checkpoint
 from ganforge.config import Config, diff
 from ganforge.errors import GanforgeError
+from ganforge.export import exported_step
 
 CONFIG, METRICS = "config.json", "metrics.jsonl"
 # Temporary files of checkpoint.atomic_write for the files a run writes.
@@ -125,7 +126,7 @@ def _refuse_restart_over_results(run_dir: Path, saved: dict) -> None:
     just before it); anything further means checkpoints were removed.
     """
     first = saved.get("checkpoint_every")
-    export_step = _export_step(run_dir)
+    export_step = exported_step(run_dir)
     steps = [json.loads(line)["step"] for line in metrics_until(run_dir / METRICS, float("inf"))]
     furthest = max([*steps, export_step or 0])
     if isinstance(first, int) and export_step is not None and furthest <= first:
@@ -134,18 +135,6 @@ def _refuse_restart_over_results(run_dir: Path, saved: dict) -> None:
         f"out='{run_dir}' holds results up to step {furthest} but no checkpoint in {run_dir / 'checkpoints'} to resume from: "
         f"{START_OVER}"
     )
-
-
-def _export_step(run_dir: Path) -> int | None:
-    """The step of the run's exported generator (0 if there is none), or None if its spec does not read."""
-    path = run_dir / "generator.json"
-    if not path.exists():
-        return None if (run_dir / "generator.safetensors").exists() else 0
-    try:
-        step = json.loads(path.read_text(encoding="utf-8")).get("step")
-    except (OSError, ValueError, AttributeError, RecursionError):
-        return None
-    return step if isinstance(step, int) and not isinstance(step, bool) else None
 
 
 def _remove_leftovers(run_dir: Path) -> None:
