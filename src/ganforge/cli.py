@@ -19,10 +19,16 @@ from ganforge.errors import GanforgeError
 from ganforge.presets import PRESETS, auto_values
 
 KEY_HELP = {
-    "data": "dataset: ring8, grid25, digits (default), mnist:FOLDER, an image folder, or a .npy/.csv file of vectors",
+    "data": "dataset: ring8, grid25, digits (default), mnist:FOLDER, an image folder, a .npy/.csv file of vectors, or a table (.csv, .tsv, .data)",
     "image_size": "images: side in pixels after resize/centre-crop (default: the data's own; 8, 16, 28, 32, 64, ...)",
     "channels": "images: 1 (grey) or 3 (RGB) (default: 1 if every image is grey)",
     "on_bad_image": "error (default) or skip: what an unreadable image file in a folder does",
+    "table": "true: read a delimited file as a table of typed columns (auto: a .csv with a text column, .tsv, .data); false: as vectors",
+    "columns": "tables: comma-separated column names, for a file without a header line (e.g. adult.data)",
+    "header": "tables: whether the first line names the columns (auto: true unless columns= is set)",
+    "column_types": "tables: NAME:TYPE,... overriding the inferred types (numeric, integer, categorical, boolean, datetime)",
+    "target": "tables: the column the ML-efficacy classifiers of the evaluation predict, e.g. target=income",
+    "test_data": "tables: a file of held-out real rows (same columns and options) for ML efficacy and the privacy check",
     "arch": "network pair: mlp or conv",
     "latent_dim": "noise dimension (default: lower than the data's: 1 for 2D, 32 for digits, ...)",
     "noise": "noise distribution: normal (default) or uniform on [-1, 1]",
@@ -94,7 +100,8 @@ SAMPLE_EXAMPLES = """examples:
   ganforge sample runs/digits --n 64 --out grid.png       # one image grid
   ganforge sample runs/digits --n 1000 --out samples.npy  # array (1000, 1, 8, 8) in [0, 1]
   ganforge sample runs/ring8 --n 2500 --out ring.npy      # array (2500, 2)
-  ganforge sample runs/digits --n 100 --out pngs/         # a folder of 100 PNG files"""
+  ganforge sample runs/digits --n 100 --out pngs/         # a folder of 100 PNG files
+  ganforge sample runs/adult --n 1000 --where sex=Female --where race=Black --out rows.csv  # table rows"""
 
 
 EVAL_EXAMPLES = """examples:
@@ -147,6 +154,8 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     sample.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     sample.add_argument("--force", action="store_true", help="overwrite an existing output")
+    sample.add_argument("--where", action="append", metavar="COLUMN=CATEGORY",
+                        help="tables: only rows with this category (repeatable: all must hold), e.g. --where sex=Female")
     sample.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     evaluate = commands.add_parser(
@@ -239,6 +248,10 @@ def _sample(args: argparse.Namespace) -> int:
     if out.exists() and not args.force and not (out.is_dir() and not any(out.iterdir())):
         raise GanforgeError(f"--out {out} exists: choose another path or add --force to overwrite")
     generator = load_generator(args.run_dir, pick_device(args.device))
+    if generator.spec["transform"]["kind"] == "table":
+        return _sample_table(generator, args, out)
+    if args.where:
+        raise GanforgeError(f"--where {args.where[0]}: conditions apply to tables, but {args.run_dir} generates {generator.spec['transform']['kind']} data")
     samples = generator.sample(args.n, seed=args.seed).cpu()
     is_image = samples.dim() == 4
     suffix = out.suffix.lower()
@@ -259,6 +272,20 @@ def _sample(args: argparse.Namespace) -> int:
         for i, image in enumerate(samples):
             to_image(image).save(out / f"{i:06d}.png")
     print(f"wrote {args.n} samples to {out}", file=sys.stderr)
+    return 0
+
+
+def _sample_table(generator, args: argparse.Namespace, out: Path) -> int:
+    """Rows of a table run as a .csv in the data's own formats; `--where` rows all match, by conditioning and rejection."""
+    from ganforge.data.table import write_table
+    from ganforge.tabular import sample_rows
+
+    if out.suffix.lower() != ".csv":
+        raise GanforgeError(f"--out {out}: a table run writes rows as .csv: use e.g. --out rows.csv")
+    rows, acceptance = sample_rows(generator, args.n, seed=args.seed, where=args.where)
+    write_table(out, rows, generator.spec["transform"])
+    condition = f" with {' and '.join(args.where)} (acceptance rate {acceptance:.1%})" if args.where else ""
+    print(f"wrote {args.n} rows to {out}{condition}", file=sys.stderr)
     return 0
 
 

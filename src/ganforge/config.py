@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from ganforge.data.table import parse_column_types
 from ganforge.errors import GanforgeError
 from ganforge.nets import mbstd_group
 from ganforge.presets import PRESETS
@@ -29,6 +30,12 @@ class Config:
     image_size: int | None = None  # images: side in pixels (auto: the data's own)
     channels: int | None = None  # images: 1 or 3 (auto: 1 if every image is grey)
     on_bad_image: str = "error"  # error | skip: what an unreadable image file does
+    table: bool | None = None  # read a delimited file as a table of typed columns (auto: when a column holds text)
+    columns: str | None = None  # tables: comma-separated column names (a file without a header line)
+    header: bool | None = None  # tables: whether the first line names the columns (auto: unless `columns` is set)
+    column_types: str | None = None  # tables: NAME:TYPE,... overriding the inferred types
+    target: str | None = None  # tables: the column the ML-efficacy classifiers predict
+    test_data: str | None = None  # tables: held-out real rows (same columns) for ML efficacy and the privacy check
     # Networks
     arch: str = "auto"  # mlp | conv (auto: conv for images, mlp for vectors)
     latent_dim: int | None = None
@@ -95,12 +102,12 @@ CHOICES = {
 # Metrics an evaluation reports, any of which can pick the best checkpoint.
 BEST_METRICS = (
     "fd", "kid_mean", "precision", "recall", "density", "coverage", "classes_covered", "class_kl", "classifier_score",
-    "modes", "hq_percent", "reverse_kl", "kl",
+    "modes", "hq_percent", "reverse_kl", "kl", "quality", "column_shapes", "column_pairs", "ml_efficacy",
 )
 # Keys a resumed run may change: they steer the run, not what it computes. Precision, compile,
 # memory layout and threads change only rounding, like a move to another device.
 RESUMABLE_CHANGES = {
-    "eval_every", "eval_n",
+    "eval_every", "eval_n", "target", "test_data",
     "steps", "device", "out", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints",
     "max_nonfinite_steps", "on_divergence", "sync_batchnorm", "precision", "compile", "channels_last",
     "threads",
@@ -112,7 +119,7 @@ DERIVED = ("world_size", "batch_per_process")
 
 # Keys added after run folders were saved, with the value that computes what those runs did:
 # a saved config.json without one reads as that value, so an older run still resumes.
-ADDED_KEYS = {"d_mbstd": 0}
+ADDED_KEYS = {"d_mbstd": 0, "table": None, "columns": None, "header": None, "column_types": None, "target": None, "test_data": None}
 
 _TYPES = typing.get_type_hints(Config)
 
@@ -255,6 +262,11 @@ def validate(config: Config) -> None:
     device = config.device
     _require(device in ("auto", "cpu", "cuda", "mps") or device.startswith("cuda:"), "device", device, "auto, cpu, cuda, cuda:N or mps")
     _require(bool(config.data.strip()), "data", config.data, "a dataset name or path")
+    if config.column_types:
+        parse_column_types(config.column_types)
+    if config.columns:
+        names = [c.strip() for c in config.columns.split(",")]
+        _require(all(names) and len(set(names)) == len(names), "columns", config.columns, "unique comma-separated column names")
     if config.batch_size is not None and config.pack is not None:
         _require(config.batch_size % config.pack == 0, "batch_size", config.batch_size, f"a multiple of pack={config.pack}")
         rows = config.batch_size // config.pack  # the discriminator's batch
@@ -263,6 +275,8 @@ def validate(config: Config) -> None:
 
 
 def preset_name(config: Config, kind: str, sample_shape: tuple[int, ...]) -> str:
+    if kind == "table":
+        return "table"
     if config.data in ("ring8", "grid25"):
         return config.data
     if config.data == "digits":

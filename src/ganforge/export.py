@@ -10,6 +10,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
+import ganforge.tabular  # noqa: F401  (registers TableGenerator with build_network)
 from ganforge.checkpoint import atomic_write
 from ganforge.data.dataset import to_data_space
 from ganforge.errors import GanforgeError

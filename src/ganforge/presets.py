@@ -58,8 +58,18 @@ PRESETS["stackedmnist"] = dict(
     PRESETS["images"], pack=1, batch_size=128, steps=15_000, lr_d=4e-4, lr_decay=0.3, r1_gamma=1.0, r1_every=16, best_metric="kl"
 )
 
+# Tables of mixed columns (docs/TABLES.md): a residual MLP generator with BatchNorm and an MLP
+# discriminator judging packs of 10 rows with their conditions (PacGAN), as CTGAN's, with Adam at
+# betas (0.5, 0.9); batches of 500 rows. The step count is sized by benchmarks/tabular.py
+# (docs/BENCHMARKS-tabular.md) to fit a few minutes on 2 CPU cores.
+PRESETS["table"] = dict(
+    arch="mlp", latent_dim=128, g_width=256, d_width=256, g_depth=2, d_depth=2, g_extra_layers=0, d_extra_layers=0,
+    g_norm="batch", d_norm="none", d_mbstd=0, pack=10, r1_gamma=0.0, r1_every=1, steps=3_000, batch_size=500, lr_g=2e-4, lr_d=2e-4,
+    lr_decay=0.0, beta1=0.5, beta2=0.9, ema_decay=0.999, log_every=100, sample_every=1_000, checkpoint_every=1_000, best_metric="quality",
+)
+
 # How the flag help names each preset: the data that picks it (config.preset_name).
-_PRESET_LABELS = {"images": "other images", "vectors": "other vectors", "stackedmnist": "Stacked MNIST"}
+_PRESET_LABELS = {"images": "other images", "vectors": "other vectors", "stackedmnist": "Stacked MNIST", "table": "tables"}
 
 
 def _shown(value) -> str:

@@ -6,6 +6,7 @@ interval or a checkpoint (`_Tally`), so the hot path never waits for the device.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import time
@@ -19,6 +20,7 @@ from ganforge import distributed, rundir
 from ganforge.checkpoint import latest_checkpoint
 from ganforge.config import Config, resolve
 from ganforge.data import load_dataset
+from ganforge.data.table import table_options
 from ganforge.errors import DistributedFailure, GanforgeError, TrainingDiverged
 from ganforge.evaluate import TrainingEvaluation
 from ganforge.trainer import Trainer, cpu_threads, pick_device, torch_threads
@@ -104,7 +106,7 @@ def _prepare_everywhere(run_dir: Path, config: Config, new: bool, say, extra: di
 
 
 def _train(config: Config, new: bool, progress: bool, say, device: torch.device | None) -> Path:
-    dataset = load_dataset(config.data, config.image_size, config.channels, config.on_bad_image)
+    dataset = load_dataset(config.data, config.image_size, config.channels, config.on_bad_image, table_options(dataclasses.asdict(config)))
     skipped_files = dataset.info.get("skipped_files", [])
     if skipped_files:
         say(f"warning: skipped {len(skipped_files)} unreadable image file(s) (on_bad_image=skip), e.g. {skipped_files[0]}")

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from ganforge import distributed
 from ganforge.checkpoint import save_checkpoint, write_checkpoint
 from ganforge.config import Config
-from ganforge.data import BatchSampler, Dataset
+from ganforge.data import Dataset
 from ganforge.data.dataset import to_data_space
 from ganforge.ema import EMA, recalibrate_batchnorm
 from ganforge.errors import GanforgeError, TrainingDiverged
@@ -32,6 +32,7 @@ from ganforge.nets import ConvDiscriminator, ConvGenerator, MLPDiscriminator, ML
 from ganforge.noise import NoiseSampler
 from ganforge.plots import save_samples
 from ganforge.steps import FP32, discriminator_step, frozen, generator_step
+from ganforge.tabular import build_table_networks
 
 BEST = "best"  # RUN/best holds the best generator's export, checkpoints/best.pt its full state
 SAMPLE_SEED_OFFSET = 7919  # fixed noise for sample images, apart from the training noise
@@ -155,6 +156,8 @@ def _plain(module: nn.Module) -> nn.Module:
 
 def build_networks(config: Config, dataset: Dataset) -> tuple[nn.Module, nn.Module]:
     """The generator/discriminator pair a resolved config describes."""
+    if dataset.kind == "table":
+        return build_table_networks(config, dataset)
     if config.arch == "conv":
         channels, size = dataset.sample_shape[0], dataset.sample_shape[-1]
         generator = ConvGenerator(config.latent_dim, channels, size, config.g_width, config.g_extra_layers, config.g_norm)
@@ -195,7 +198,7 @@ class Trainer:
         self.speed = speed = resolve_speed(config, device)
         torch.manual_seed(config.seed)
         generator, discriminator = build_networks(config, dataset)
-        self.sampler = BatchSampler(len(dataset), config.batch_size, seed=config.seed, device=device)
+        self.sampler = dataset.batch_sampler(config.batch_size, config.seed, device)
         layout = torch.channels_last if speed.channels_last else torch.contiguous_format
         self.generator = generator.to(device, memory_format=layout)
         self.discriminator = discriminator.to(device, memory_format=layout)
@@ -357,8 +360,8 @@ class Trainer:
     def save_picture(self, net: nn.Module, path: Path) -> None:
         """Sample grid (images) or scatter plot (2D data) from fixed noise, so pictures compare across steps."""
         shape = self.dataset.sample_shape
-        if self.dataset.kind == "vectors" and shape != (2,):
-            return  # no picture for vectors that are not 2D
+        if self.dataset.kind == "table" or (self.dataset.kind == "vectors" and shape != (2,)):
+            return  # no picture for tables or vectors that are not 2D
         count = 2500 if shape == (2,) else 64
         z = NoiseSampler(self.config.latent_dim, self.config.noise, self.device, seed=self.config.seed + SAMPLE_SEED_OFFSET)
         with torch.no_grad():
@@ -382,7 +385,7 @@ class Trainer:
         for d_step in range(self.step * config.d_steps_per_g_step, (self.step + 1) * config.d_steps_per_g_step):
             # Lazy R1: every r1_every-th discriminator step, r1_every times as strong.
             r1_gamma = config.r1_gamma * config.r1_every if d_step % config.r1_every == 0 else 0.0
-            real = data.to_model_space(data.samples[distributed.shard(self.sampler.next())])
+            real = data.real_batch(distributed.shard(self.sampler.next()))
             d_out = discriminator_step(
                 self.g_frozen, self.d_run, self.d_optimizer, self.loss, self.local_noise, real,
                 config.gp_weight, r1_gamma, skip_nonfinite, speed.autocast, speed.d_scaler, self.d_train,

@@ -7,12 +7,13 @@ from pathlib import Path
 from ganforge.data.dataset import Dataset
 from ganforge.data.images import load_digits, load_image_folder, load_mnist
 from ganforge.data.stacked import load_stacked_mnist
+from ganforge.data.table import TABLE_SUFFIXES, TableOptions, load_table, wants_table
 from ganforge.data.toy import load_mixture
 from ganforge.data.vectors import load_vectors
 from ganforge.errors import GanforgeError
 
 BUILTIN = ("ring8", "grid25", "digits")
-SPEC_HELP = "ring8, grid25, digits, mnist:FOLDER, stackedmnist:FOLDER, an image folder, or a .npy/.csv file"
+SPEC_HELP = "ring8, grid25, digits, mnist:FOLDER, stackedmnist:FOLDER, an image folder, a .npy/.csv file or a table (.csv, .tsv, .data)"
 
 
 def load_dataset(
@@ -20,8 +21,9 @@ def load_dataset(
     image_size: int | None = None,
     channels: int | None = None,
     on_bad_image: str = "error",
+    table: TableOptions | None = None,
 ) -> Dataset:
-    """Loads the dataset named by `spec` (see the module docstring) onto the CPU."""
+    """Loads the dataset named by `spec` (see the module docstring) onto the CPU; `table` says how to read a table file."""
     if spec in ("ring8", "grid25"):
         return load_mixture(spec)
     if spec == "digits":
@@ -33,9 +35,11 @@ def load_dataset(
     path = Path(spec).expanduser()
     if path.is_dir():
         return load_image_folder(path, image_size, channels, on_bad_image)
-    if path.suffix.lower() in (".npy", ".csv"):
+    if path.suffix.lower() in (".npy", *TABLE_SUFFIXES):
         if not path.is_file():
             raise GanforgeError(f"data='{spec}': no such file")
+        if path.suffix.lower() != ".npy" and wants_table(path, table or TableOptions()):
+            return load_table(path, table or TableOptions())
         return load_vectors(path)
     if path.exists():
         raise GanforgeError(f"data='{spec}' is not a dataset this version reads: expected {SPEC_HELP}")
