@@ -336,3 +336,22 @@ def write_table(path: Path, table: Table, transform: dict) -> None:
         writer.writerow([c["name"] for c in columns])
         for i in range(len(table[columns[0]["name"]])):
             writer.writerow([format_cell(table[c["name"]][i], c) for c in columns])
+
+
+def read_held_out(path: Path, options: TableOptions, transform: dict) -> Table:
+    """Held-out real rows (`test_data`) read like the training file, each column with the training table's type."""
+    if not path.is_file():
+        raise GanforgeError(f"test_data='{path}': no such file: expected held-out rows with the training table's columns")
+    types = {c["name"]: c["type"] for c in transform["columns"]}
+    names, rows = read_cells(path, options)
+    if names != list(types):
+        raise GanforgeError(f"test_data='{path}' has columns {', '.join(names)}: expected the training table's {', '.join(types)}")
+    return parse_columns(path, names, rows, types)[0]
+
+
+def check_target(target: str, transform: dict) -> None:
+    """`target` must name a discrete column with at least two categories."""
+    columns = {c["name"]: c for c in transform["columns"]}
+    discrete = [name for name, c in columns.items() if c["type"] in DISCRETE]
+    if target not in columns or columns[target]["type"] not in DISCRETE or len(columns[target]["categories"]) < 2:
+        raise GanforgeError(f"target={target!r} is not a categorical column with two or more categories: expected one of {', '.join(discrete)}")
