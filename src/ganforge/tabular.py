@@ -46,6 +46,11 @@ class TableGenerator(nn.Module):
         self.row_dim, self.condition_dim = sum(w for _, w in self.spans), int(conditions["dim"])
         self.register_buffer("cumulative", torch.tensor(conditions["training"], dtype=torch.float64).cumsum(0).float(), persistent=False)
         self.register_buffer("overwrite", _overwrite_maps(self.spans, conditions), persistent=False)
+        self.padded_width = max((w for kind, w in self.spans if kind == "softmax"), default=0)
+        gather, scatter, is_tanh = _span_maps(self.spans, self.padded_width)
+        self.register_buffer("gather", gather, persistent=False)
+        self.register_buffer("scatter", scatter, persistent=False)
+        self.register_buffer("is_tanh", is_tanh, persistent=False)
         layers, features = [], latent_dim - 1 + self.condition_dim
         for _ in range(depth):
             layers.append(_Residual(features, width, norm))
@@ -69,17 +74,41 @@ class TableGenerator(nn.Module):
         return torch.cat([row * (1 - span) + value, onehot], dim=1)
 
     def _activate(self, logits: Tensor) -> Tensor:
-        parts, at = [], 0
-        for kind, width in self.spans:
-            x = logits[:, at : at + width]
-            if kind == "tanh":
-                parts.append(torch.tanh(x))
-            elif self.training:
-                parts.append(F.gumbel_softmax(x.float(), tau=GUMBEL_TAU).to(x.dtype))
-            else:
-                parts.append(F.one_hot((x.float() - torch.empty_like(x.float()).exponential_().log()).argmax(1), width).to(x.dtype))
-            at += width
-        return torch.cat(parts, dim=1)
+        """tanh for the offsets; a Gumbel-softmax per softmax span (training) or a one-hot Gumbel-max draw (evaluation).
+
+        All softmax spans are handled at once: their units are gathered into (batch, spans, widest span),
+        padded with -inf, and scattered back into row order.
+        """
+        if not self.padded_width:
+            return torch.tanh(logits)
+        batch = logits.shape[0]
+        uniform = torch.rand(logits.shape, device=logits.device).clamp_(min=1e-10)
+        x = logits.float() - uniform.log_().neg_().log_()  # + Gumbel(0, 1) noise: -log(-log(U))
+        x = torch.cat([x, x.new_full((batch, 1), -math.inf)], dim=1)[:, self.gather].view(batch, -1, self.padded_width)
+        if self.training:
+            x = (x / GUMBEL_TAU).softmax(dim=-1)
+        else:
+            x = F.one_hot(x.argmax(dim=-1), self.padded_width).float()
+        return torch.where(self.is_tanh, torch.tanh(logits), x.flatten(1)[:, self.scatter].to(logits.dtype))
+
+
+def _span_maps(spans: list, width: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Index maps between a row's units and its softmax spans padded to `width` (see `TableGenerator._activate`).
+
+    gather: (softmax spans * width,) the unit of each padded slot (row_dim, the -inf column, for padding);
+    scatter: (row_dim,) the padded slot of each unit (0 for a tanh unit); is_tanh: (row_dim,) which units are tanh.
+    """
+    row_dim = sum(w for _, w in spans)
+    gather, scatter, is_tanh, at = [], [0] * row_dim, [False] * row_dim, 0
+    for kind, span in spans:
+        if kind == "tanh":
+            is_tanh[at : at + span] = [True] * span
+        else:
+            for i in range(span):
+                scatter[at + i] = len(gather) + i
+            gather += list(range(at, at + span)) + [row_dim] * (width - span)
+        at += span
+    return torch.tensor(gather, dtype=torch.long), torch.tensor(scatter, dtype=torch.long), torch.tensor(is_tanh)
 
 
 def _overwrite_maps(spans: list, conditions: dict) -> Tensor:
