@@ -247,9 +247,9 @@ def test_flag_help_reads_the_auto_values_from_the_presets(monkeypatch, capsys):
     from ganforge import presets
     from ganforge.cli import main
 
-    assert presets.auto_values("pack") == "auto: 10 for tables, else 1"
+    assert presets.auto_values("pack") == "auto: 1"
     assert presets.auto_values("r1_every") == "auto: 8 for ring8 and grid25, 16 for Stacked MNIST, else 1"
-    assert presets.auto_values("ema_decay") == "auto: 0.999"
+    assert presets.auto_values("ema_decay") == "auto: 0.99 for tables, else 0.999"
     assert presets.auto_values("steps").startswith("auto: 7,000 for ring8, 16,000 for grid25, ")
     # A preset's new value shows in the help, with no second copy to keep in step.
     monkeypatch.setitem(presets.PRESETS, "digits", {**PRESETS["digits"], "batch_size": 96})

@@ -230,10 +230,9 @@ def _run(config: Config, dataset, device: torch.device, new: bool, progress: boo
     if final is not None:
         trainer.save_picture(final, run_dir / "samples" / "final.png")
     skipped_note = f" ({trainer.skipped_steps} steps skipped for NaN/Inf)" if trainer.skipped_steps else ""
-    say(
-        f"done: {trainer.step} steps in {trainer.seconds:.0f} s{skipped_note}. "
-        f"Final samples: {run_dir / 'samples' / 'final.png'}; generator: {run_dir / 'generator.safetensors'}"
-    )
+    picture = run_dir / "samples" / "final.png"  # none for tables and vectors that are not 2D
+    shown = f"Final samples: {picture}; " if picture.is_file() else ""
+    say(f"done: {trainer.step} steps in {trainer.seconds:.0f} s{skipped_note}. {shown}generator: {run_dir / 'generator.safetensors'}")
     return run_dir
 
 

@@ -24,7 +24,7 @@ def _fit_mixture(values: np.ndarray, rng: np.random.Generator) -> tuple[list[flo
 
     sample = values if len(values) <= MIXTURE_SUBSAMPLE else rng.choice(values, MIXTURE_SUBSAMPLE, replace=False)
     spread = float(values.max() - values.min())
-    floor = max(spread * 1e-3, 1e-6)  # a spike (one repeated value) keeps a usable width
+    floor = max(spread * 1e-6, 1e-9)  # a spike (one value repeated) stays a spike
     if len(np.unique(sample)) < 2:
         return [float(sample[0])], [floor]
     mixture = BayesianGaussianMixture(
