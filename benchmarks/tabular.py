@@ -134,7 +134,7 @@ def run_seed(system: str, seed: int, out: Path, n: int, steps: int | None) -> di
         timings, rows = json.loads((run / "timings.json").read_text()), ctgan_rows(run)
     else:
         if not (run / "timings.json").is_file():
-            timings = fit_ganforge(seed, run, clean_test_file(out), steps)
+            timings = {**fit_ganforge(seed, run, clean_test_file(out), steps), "setup_s": setup_seconds()}
             (run / "timings.json").write_text(json.dumps(timings))
         timings = json.loads((run / "timings.json").read_text())
         rows = ganforge_rows(run, n, seed)

@@ -164,3 +164,14 @@ def test_penguins_trains_and_samples(tmp_path, cli):
     assert cli("train", "--data", PENGUINS, "--steps", "20", "--out", run, *TINY_TABLE).code == 0
     assert cli("sample", run, "--n", "50", "--out", tmp_path / "p.csv", "--where", "species=Gentoo").code == 0
     assert {r["species"] for r in csv.DictReader(open(tmp_path / "p.csv"))} == {"Gentoo"}
+
+
+def test_resumed_run_matches_an_uninterrupted_one(table_file, tmp_path, cli):
+    from safetensors.torch import load_file
+
+    args = ("--data", table_file, *TINY_TABLE, "--checkpoint_every", "10")  # both runs save at the same steps
+    assert cli("train", "--steps", "20", "--out", tmp_path / "straight", *args).code == 0
+    assert cli("train", "--steps", "10", "--out", tmp_path / "resumed", *args).code == 0
+    assert cli("train", "--steps", "20", "--out", tmp_path / "resumed", *args).code == 0
+    straight, resumed = (load_file(tmp_path / name / "generator.safetensors") for name in ("straight", "resumed"))
+    assert straight.keys() == resumed.keys() and all(torch.equal(straight[k], resumed[k]) for k in straight)
