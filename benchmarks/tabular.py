@@ -38,8 +38,8 @@ DISCRETE = ("workclass", "education", "marital-status", "occupation", "relations
 CTGAN_PYTHON = ROOT / ".venv-ctgan" / "bin" / "python"
 
 
-def fit_ctgan(train: Path, seed: int, out: Path, n: int) -> None:
-    """Child mode, inside .venv-ctgan: reads the raw file, fits CTGAN with its defaults, writes samples and timings."""
+def fit_ctgan(train: Path, seed: int, out: Path, n: int, epochs: int | None = None) -> None:
+    """Child mode, inside .venv-ctgan: reads the raw file, fits CTGAN (its defaults, unless `epochs`), writes samples and timings."""
     import pandas as pd
     import torch
     from ctgan import CTGAN
@@ -57,10 +57,11 @@ def fit_ctgan(train: Path, seed: int, out: Path, n: int) -> None:
     ctgan_module.DataTransformer.fit = timed_fit
     start = time.perf_counter()
     frame = pd.read_csv(train, header=None, names=COLUMNS.split(","), skipinitialspace=True)
-    model = CTGAN()
+    model = CTGAN(**({"epochs": epochs} if epochs else {}))
     model.set_random_state(seed)
     model.fit(frame, list(DISCRETE))
     timings["fit_s"] = time.perf_counter() - start
+    timings["fit_cpu_s"] = time.process_time()  # the whole process so far: imports, reading, set-up and training
     start = time.perf_counter()
     model.sample(n).to_csv(out / "samples.csv", index=False)
     timings["sample_s"] = time.perf_counter() - start
@@ -81,20 +82,28 @@ def fit_ganforge(seed: int, out: Path, test: Path, steps: int | None) -> dict:
     command = [sys.executable, "-m", "ganforge", "train", "--data", str(ADULT / "adult.data"), f"columns={COLUMNS}", "header=false",
                "target=income", f"test_data={test}", "--out", str(out), "--seed", str(seed), "threads=1", "--quiet", "--new"]
     command += ["--steps", str(steps)] if steps else []
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _children_cpu()
     subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    return {"fit_s": time.perf_counter() - start}
+    return {"fit_s": time.perf_counter() - start, "fit_cpu_s": _children_cpu() - cpu}
 
 
-def setup_seconds() -> float:
-    """ganforge's set-up alone: reading adult.data, typing the columns, fitting and applying the transform."""
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of the finished child processes: a fit's cost apart from the machine's other load."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def setup_seconds() -> dict:
+    """ganforge's set-up alone, wall and CPU seconds: reading adult.data, typing the columns, fitting and applying the transform."""
     import sklearn.mixture  # noqa: F401  (imports are not set-up)
 
     from ganforge.data.table import TableOptions, load_table
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     load_table(ADULT / "adult.data", TableOptions(columns=COLUMNS.split(","), header=False))
-    return time.perf_counter() - start
+    return {"setup_s": time.perf_counter() - start, "setup_cpu_s": time.process_time() - cpu}
 
 
 def score(synthetic: dict, seed: int) -> dict:
@@ -130,11 +139,14 @@ def run_seed(system: str, seed: int, out: Path, n: int, steps: int | None) -> di
         if not (run / "timings.json").is_file():
             run.mkdir(parents=True, exist_ok=True)
             command = [str(CTGAN_PYTHON), __file__, "--fit-ctgan", "--seed", str(seed), "--out", str(run), "--n", str(n)]
+            cpu = _children_cpu()
             subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+            timings = json.loads((run / "timings.json").read_text())
+            (run / "timings.json").write_text(json.dumps({**timings, "fit_cpu_s": _children_cpu() - cpu}))  # includes sampling
         timings, rows = json.loads((run / "timings.json").read_text()), ctgan_rows(run)
     else:
         if not (run / "timings.json").is_file():
-            timings = {**fit_ganforge(seed, run, clean_test_file(out), steps), "setup_s": setup_seconds()}
+            timings = {**fit_ganforge(seed, run, clean_test_file(out), steps), **setup_seconds()}
             (run / "timings.json").write_text(json.dumps(timings))
         timings = json.loads((run / "timings.json").read_text())
         rows = ganforge_rows(run, n, seed)
@@ -146,7 +158,8 @@ def report(results: list[dict]) -> None:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from _common import mean_se
 
-    keys = ("quality", "column_shapes", "column_pairs", "ml_efficacy", "dcr_synthetic", "dcr_holdout", "dcr_closer_share", "fit_s", "setup_s")
+    keys = ("quality", "column_shapes", "column_pairs", "ml_efficacy", "dcr_synthetic", "dcr_holdout", "dcr_closer_share",
+            "fit_s", "fit_cpu_s", "setup_s", "setup_cpu_s")
     print("| system | seeds | " + " | ".join(keys) + " |")
     print("|---" * (len(keys) + 2) + "|")
     for system in dict.fromkeys(r["system"] for r in results):
@@ -163,6 +176,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fit-ctgan", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--ctgan-epochs", type=int, help=argparse.SUPPRESS)  # a shorter CTGAN fit, to time one epoch
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-tabular")
     parser.add_argument("--n", type=int, default=32_561, help="synthetic rows per fit (default: as many as adult.data)")
     parser.add_argument("--systems", nargs="+", default=["ganforge", "ctgan"], choices=["ganforge", "ctgan", "real"])
@@ -171,7 +185,7 @@ def main() -> None:
     args, _ = parser.parse_known_args()
     if args.fit_ctgan:
         args.out.mkdir(parents=True, exist_ok=True)
-        fit_ctgan(ADULT / "adult.data", args.seed, args.out, args.n)
+        fit_ctgan(ADULT / "adult.data", args.seed, args.out, args.n, args.ctgan_epochs)
         return
     import torch
 
@@ -187,7 +201,7 @@ def main() -> None:
         if system == "real":  # the real training rows themselves: the ceiling of each figure
             from ganforge.data.table import TableOptions, load_table
 
-            results.append({"system": "real", "seed": 0, "setup_s": setup_seconds(),
+            results.append({"system": "real", "seed": 0, **setup_seconds(),
                             **score(load_table(ADULT / "adult.data", TableOptions(columns=COLUMNS.split(","), header=False)).table, 0)})
             continue
         for seed in args.seeds:
