@@ -147,6 +147,7 @@ def test_train_then_sample_where_and_unconditionally(table_file, tmp_path, cli):
     written = list(csv.DictReader(open(rows)))
     assert len(written) == 200 and all(r["colour"] == "violet" and r["member"] == "yes" for r in written)
     assert all(r["count"].isdigit() for r in written)  # integers as integers
+    assert all(len(r["day"]) == 10 and r["day"].startswith("2024-01-") for r in written)  # dates as dates, in range
     generator = load_generator(run)
     first, _ = sample_rows(generator, 300, seed=5)
     second, _ = sample_rows(generator, 300, seed=5)

@@ -169,6 +169,8 @@ def parse_columns(path: Path, names: list[str], rows: list[list[str]], types: di
         tokens = [c for c, gone in zip(cells, missing) if gone]
         decimals = max((len(c.partition(".")[2]) for c in set(present)), default=0) if kind == "numeric" else 0
         meta[name] = {"type": kind, "missing": max(set(tokens), key=tokens.count) if tokens else None, "decimals": min(decimals, 8)}
+        if kind == "datetime":
+            meta[name]["dates"] = not any(":" in c for c in set(present))  # dates without times are written as dates
     return table, meta
 
 
@@ -324,7 +326,8 @@ def format_cell(value, column: dict) -> str:
     if column["type"] == "integer":
         return str(int(value))
     if column["type"] == "datetime":
-        return datetime.fromtimestamp(value, tz=timezone.utc).replace(tzinfo=None).isoformat()
+        moment = datetime.fromtimestamp(value, tz=timezone.utc).replace(tzinfo=None)
+        return moment.date().isoformat() if column.get("dates") else moment.isoformat()
     return f"{value:.{column['decimals']}f}"
 
 
