@@ -102,6 +102,8 @@ def test_where_parser_refuses_unknown_numeric_and_unseen(table_file):
     for condition, message in (("size=3", "no column 'size'"), ("height=10", "is numeric"), ("colour=pink", "not a category"), ("colour", "COLUMN=CATEGORY")):
         with pytest.raises(GanforgeError, match=message):
             parse_where([condition], transform)
+    with pytest.raises(GanforgeError, match="contradict"):
+        parse_where(["colour=red", "colour=blue"], transform)
 
 
 def test_sampler_draws_rows_holding_their_condition(table_file):
@@ -137,7 +139,7 @@ def test_generator_sets_the_conditioned_column(table_file):
     assert list(table["colour"][: len(colour)]) == colour  # the first conditions are colour's categories, in order
 
 
-def test_train_then_sample_where_and_unconditionally(table_file, tmp_path, cli):
+def test_train_then_sample_where_and_unconditionally(table_file, tmp_path, cli, monkeypatch):
     run = tmp_path / "run"
     result = cli("train", "--data", table_file, "--steps", "40", "--out", run, *TINY_TABLE)
     assert result.code == 0, result.err
@@ -149,6 +151,10 @@ def test_train_then_sample_where_and_unconditionally(table_file, tmp_path, cli):
     assert all(r["count"].isdigit() for r in written)  # integers as integers
     assert all(len(r["day"]) == 10 and r["day"].startswith("2024-01-") for r in written)  # dates as dates, in range
     generator = load_generator(run)
+    with monkeypatch.context() as patch:  # rejection gives up, with one line, below the least acceptance rate
+        patch.setattr("ganforge.tabular.MIN_ACCEPTANCE", 1.0)
+        result = cli("sample", run, "--n", "5000", "--out", tmp_path / "y.csv", "--where", "colour=blue", "--where", "member=no")
+        assert result.code == 2 and "acceptance rate" in result.err and not (tmp_path / "y.csv").exists()
     first, _ = sample_rows(generator, 300, seed=5)
     second, _ = sample_rows(generator, 300, seed=5)
     assert all(np.array_equal(first[k], second[k], equal_nan=first[k].dtype != object) for k in first)

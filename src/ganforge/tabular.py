@@ -160,12 +160,15 @@ def sample_rows(generator, n: int, seed: int = 0, where: list[str] | None = None
     device = next(network.parameters()).device
     noise = NoiseSampler(generator.latent_dim, generator.spec["noise"]["distribution"], device, seed)
     draws = torch.Generator().manual_seed(seed + 1)
-    chosen, kept, made = _condition_distribution(transform, pairs), [], 0
+    chosen, kept, made, accepted = _condition_distribution(transform, pairs), [], 0, 0
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed + 2)  # the Gumbel-max draws of the categories
-        while sum(len(next(iter(t.values()))) for t in kept) < n:
-            if made and made * MIN_ACCEPTANCE > n and not kept:
-                raise GanforgeError(f"--where {' '.join(where)}: no generated row matched in {made} tries: the generator has not learnt this combination")
+        while accepted < n:
+            if made >= max(n, batch_size) / MIN_ACCEPTANCE:
+                raise GanforgeError(
+                    f"--where {' '.join(where)}: only {accepted} of {made} generated rows matched (acceptance rate {accepted / made:.3%}): "
+                    "expected a combination the generator makes; ask for fewer rows or fewer conditions"
+                )
             condition = torch.multinomial(chosen, batch_size, replacement=True, generator=draws).to(device)
             rows = network.generate(noise(batch_size)[:, 1:], condition)[:, : network.row_dim]
             table = decode(rows.float().cpu().numpy(), transform)
@@ -173,9 +176,9 @@ def sample_rows(generator, n: int, seed: int = 0, where: list[str] | None = None
             for name, value in pairs:
                 match &= table[name] == value
             kept.append({k: v[match] for k, v in table.items()})
-            made += batch_size
+            made, accepted = made + batch_size, accepted + int(match.sum())
     rows = {k: np.concatenate([t[k] for t in kept])[:n] for k in kept[0]}
-    return rows, sum(len(t[next(iter(t))]) for t in kept) / made
+    return rows, accepted / made
 
 
 def _condition_distribution(transform: dict, pairs: list[tuple[str, str]]) -> Tensor:

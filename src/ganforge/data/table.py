@@ -313,6 +313,9 @@ def parse_where(conditions: list[str], transform: dict) -> list[tuple[str, str]]
         if value not in column["categories"]:
             shown = ", ".join(column["categories"][:12]) + (", ..." if len(column["categories"]) > 12 else "")
             raise GanforgeError(f"--where {condition!r}: {value!r} is not a category of {name!r}: expected one of {shown}")
+        earlier = next((v for c, v in result if c == name and v != value), None)
+        if earlier is not None:
+            raise GanforgeError(f"--where {name}={earlier} and --where {condition!r} contradict: expected one category per column")
         result.append((name, value))
     return result
 
