@@ -63,8 +63,8 @@ PRESETS["stackedmnist"] = dict(
 # without packing: a discriminator judging packs of 10 rows did not learn, in a few hundred steps, that
 # a category fixes a number (docs/BENCHMARKS-tabular.md), which a single-row one did. An EMA of 0.99
 # (a horizon of about 100 steps) suits runs of a few thousand steps; 0.999 left a third of the initial
-# weights in the average after 1,000. 1,200 steps: about 4.5 minutes of training on Adult on 2 shared
-# CPU cores (docs/BENCHMARKS-tabular.md has the figures of benchmarks/tabular.py).
+# weights in the average after 1,000. 1,200 steps: a whole fit on UCI Adult takes 68 CPU seconds, one
+# thread (docs/BENCHMARKS-tabular.md has the figures of benchmarks/tabular.py).
 PRESETS["table"] = dict(
     arch="mlp", latent_dim=128, g_width=256, d_width=256, g_depth=2, d_depth=2, g_extra_layers=0, d_extra_layers=0,
     g_norm="batch", d_norm="none", d_mbstd=0, pack=1, r1_gamma=0.0, r1_every=1, steps=1_200, batch_size=500, lr_g=2e-4, lr_d=2e-4,
