@@ -144,6 +144,7 @@ def test_yaml_file_must_exist_and_be_text(tmp_path):
 # (config, kind, sample_shape, run name, preset, keys meaningless for that architecture)
 MLP_ONLY = {"g_depth", "d_depth"}
 CONV_ONLY = {"g_extra_layers", "d_extra_layers", "image_size", "channels"}
+TABLE_READING = {"table", "columns", "header", "column_types", "target", "test_data"}  # how a table file is read and judged: auto stays auto
 CASES = [
     (dict(data="ring8"), "vectors", (2,), "ring8", "ring8", CONV_ONLY),
     (dict(data="grid25"), "vectors", (2,), "grid25", "grid25", CONV_ONLY),
@@ -151,6 +152,7 @@ CASES = [
     (dict(data="digits"), "images", (1, 8, 8), "digits", "digits", MLP_ONLY),
     (dict(data="photos/"), "images", (3, 32, 32), "photos", "images", MLP_ONLY),
     (dict(data="stackedmnist:mnist"), "images", (3, 28, 28), "stackedmnist", "stackedmnist", MLP_ONLY),
+    (dict(data="adult.data"), "table", (257,), "adult", "table", CONV_ONLY),
 ]
 
 
@@ -159,7 +161,7 @@ def test_resolve_fills_every_auto_value_the_networks_use(layer, kind, shape, nam
     config = resolve(make_config(layer), kind, shape, name)
     values = dataclasses.asdict(config)
     # eval_n and threads stay auto: the evaluation picks eval_n from the reference data's size, torch the threads.
-    missing = [k for k, v in values.items() if v is None and k not in unused | {"eval_n", "threads"}]
+    missing = [k for k, v in values.items() if v is None and k not in unused | TABLE_READING | {"eval_n", "threads"}]
     assert missing == []
     for key, value in PRESETS[preset].items():
         if key != "checkpoint_every":
@@ -172,10 +174,10 @@ def test_resolve_fills_every_auto_value_the_networks_use(layer, kind, shape, nam
 
 @pytest.mark.parametrize(("layer", "kind", "shape", "name", "preset", "unused"), CASES[:1] + CASES[3:4], ids=["ring8", "digits"])
 def test_resolve_fills_every_none(layer, kind, shape, name, preset, unused):
-    """Every key is concrete, except the image keys for vector data, where they do not apply, threads and eval_n."""
+    """Every key is concrete, except the image keys for vector data, where they do not apply, threads, eval_n and how tables are read."""
     config = resolve(make_config(layer), kind, shape, name)
     not_applicable = (["image_size", "channels"] if kind == "vectors" else []) + ["threads", "eval_n"]
-    assert [k for k, v in dataclasses.asdict(config).items() if v is None] == not_applicable
+    assert [k for k, v in dataclasses.asdict(config).items() if v is None and k not in TABLE_READING] == not_applicable
 
 
 def test_resolve_mlp_on_images_fills_the_mlp_keys():
@@ -257,8 +259,8 @@ def test_flag_help_reads_the_auto_values_from_the_presets(monkeypatch, capsys):
     from ganforge.cli import main
 
     assert presets.auto_values("pack") == "auto: 1"
-    assert presets.auto_values("r1_every") == "auto: 1 for other vectors and digits, 16 for Stacked MNIST, else 8"
-    assert presets.auto_values("ema_decay") == "auto: 0.999"
+    assert presets.auto_values("r1_every") == "auto: 1 for other vectors, digits and tables, 16 for Stacked MNIST, else 8"
+    assert presets.auto_values("ema_decay") == "auto: 0.99 for tables, else 0.999"
     assert presets.auto_values("steps").startswith("auto: 7,000 for ring8, 16,000 for grid25, ")
     # A preset's new value shows in the help, with no second copy to keep in step.
     monkeypatch.setitem(presets.PRESETS, "digits", {**PRESETS["digits"], "batch_size": 96})
@@ -266,7 +268,7 @@ def test_flag_help_reads_the_auto_values_from_the_presets(monkeypatch, capsys):
     monkeypatch.setenv("COLUMNS", "1000")
     with pytest.raises(SystemExit):
         main(["train", "--help"])
-    expected = "(auto: 128 for other vectors and Stacked MNIST, 96 for other images and digits, else 512)"
+    expected = "(auto: 128 for other vectors and Stacked MNIST, 96 for other images and digits, 500 for tables, else 512)"
     assert f"samples per batch (real and generated); the global batch under torchrun {expected}" in capsys.readouterr().out
 
 

@@ -292,8 +292,8 @@ csv_texts = st.one_of(
 @example(text="a,b\n1,\n2,3\n", encoding="utf-8", newline="\n")
 @example(text="x\x00y,1\n1,2\n", encoding="utf-8", newline="\n")
 def test_csv_loader_accepts_or_answers_any_text(text, encoding, newline):
-    """Invariant: any text in a .csv file gives a vector Dataset of finite float32 rows (n >= 2) or a GanforgeError
-    (missing values, text in numeric columns, ragged rows, NaN/Inf, undecodable bytes)."""
+    """Invariant: any text in a .csv file gives a vector Dataset of finite float32 rows (n >= 2), a table (a column
+    holds text) of finite float32 rows, or a GanforgeError (missing values, ragged rows, NaN/Inf, undecodable bytes)."""
     try:
         raw = text.replace("\n", newline).encode(encoding)
     except UnicodeEncodeError:
@@ -302,7 +302,9 @@ def test_csv_loader_accepts_or_answers_any_text(text, encoding, newline):
         path = Path(folder) / "table.csv"
         path.write_bytes(raw)
         data = answered(lambda: load_dataset(str(path)))
-    if data is not None:
+    if data is not None and data.kind == "table":
+        assert data.samples.dtype == torch.float32 and len(data) >= 2 and torch.isfinite(data.samples).all()
+    elif data is not None:
         assert data.kind == "vectors" and data.samples.dtype == torch.float32 and data.samples.shape[0] >= 2
         assert torch.isfinite(data.samples).all() or beyond_float32(text), "non-finite samples"
 

@@ -938,7 +938,7 @@ def _write_inputs(folder: Path) -> None:
         (["--data", "{tmp}/empty_folder"], ["empty_folder': no image files found"]),
         (["--data", "mnist:{tmp}/empty_mnist"], ["no train-images-idx3-ubyte[.gz] file"]),
         (["--data", "{tmp}/missing_value.csv"], ["missing_value.csv: line 3, column 2 is '': expected a number"]),
-        (["--data", "{tmp}/text.csv"], ["text.csv: line 2, column 2 is 'abc': expected a number"]),
+        (["--data", "{tmp}/text.csv", "--table", "false"], ["text.csv: line 2, column 2 is 'abc': expected a number"]),  # else a table
         (["--data", "{tmp}/nan.npy"], ["nan.npy: row 2 holds NaN or Inf"]),
         (["--data", "{tmp}/inf.npy"], ["inf.npy: row 2 holds NaN or Inf"]),
         (["--data", "{tmp}/images"], ["3.png: cannot read image", "on_bad_image=skip"]),

@@ -140,12 +140,15 @@ def checkpoint_mismatch(state: dict, name_step: int, trainer=None) -> str | None
     if not isinstance(state["config"], dict):
         return "holds no config object"
     sampler = state.get("sampler")
-    streams = isinstance(sampler, dict) and all(isinstance(sampler.get(k), int) for k in ("epoch", "position", "seed"))
+    # The batch sampler's position: epoch and position for a dataset's sampler, batches drawn for a table's.
+    streams = isinstance(sampler, dict) and isinstance(sampler.get("seed"), int) and all(isinstance(v, int) for v in sampler.values())
     if not (streams and isinstance(state.get("seconds"), (int, float)) and isinstance(state.get("skipped_steps"), int)
             and isinstance(state.get("torch_rng"), torch.Tensor) and isinstance(state.get("noise"), dict)):
         return "holds no complete training state (seconds, skipped steps, random streams)"
     if trainer is None:
         return None
+    if sampler.keys() != trainer.sampler.state_dict().keys():
+        return f"holds a batch sampler of another kind of data ({', '.join(sorted(sampler))[:80]})"
     networks = {"generator": trainer.generator, "discriminator": trainer.discriminator}
     if trainer.ema is not None:
         networks["ema"] = trainer.ema.average

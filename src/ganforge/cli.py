@@ -8,6 +8,7 @@ ends with one line on stderr and exit code 2 (a traceback only with --debug).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import subprocess
@@ -36,7 +37,8 @@ SAMPLE_EXAMPLES = """examples:
   ganforge sample runs/digits --n 64 --out grid.png       # one image grid
   ganforge sample runs/digits --n 1000 --out samples.npy  # array (1000, 1, 8, 8) in [0, 1]
   ganforge sample runs/ring8 --n 2500 --out ring.npy      # array (2500, 2)
-  ganforge sample runs/digits --n 100 --out pngs/         # a folder of 100 PNG files"""
+  ganforge sample runs/digits --n 100 --out pngs/         # a folder of 100 PNG files
+  ganforge sample runs/adult --n 1000 --where sex=Female --where race=Black --out rows.csv  # table rows"""
 
 
 EVAL_EXAMPLES = """examples:
@@ -109,6 +111,8 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--class", dest="class_name", default=None, help="class-conditional runs: the class to draw, by name or number")
     sample.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     sample.add_argument("--force", action="store_true", help="overwrite an existing output")
+    sample.add_argument("--where", action="append", metavar="COLUMN=CATEGORY",
+                        help="tables: only rows with this category (repeatable: all must hold), e.g. --where sex=Female")
     sample.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     evaluate = commands.add_parser(
@@ -230,8 +234,9 @@ def _check_before_launch(config: Config) -> None:
     from ganforge.config import resolve
     from ganforge.data import load_dataset
     from ganforge.data.spec import parse_spec
+    from ganforge.data.table import table_options
 
-    dataset = load_dataset(config.data, config.image_size, config.channels, config.on_bad_image)
+    dataset = load_dataset(config.data, config.image_size, config.channels, config.on_bad_image, table_options(dataclasses.asdict(config)))
     resolve(config, dataset.kind, dataset.sample_shape, parse_spec(config.data).name, len(dataset.class_names))
 
 
@@ -254,6 +259,10 @@ def _sample(args: argparse.Namespace) -> int:
     generator = load_generator(args.run_dir, device)
     shape = tuple(generator.spec["sample_shape"])
     check_count("--n", args.n, 1, MAX_SAMPLES, shape, device)
+    if generator.spec["transform"]["kind"] == "table":
+        return _sample_table(generator, args, out)
+    if args.where:
+        raise GanforgeError(f"--where {args.where[0]}: conditions apply to tables, but {args.run_dir} generates {generator.spec['transform']['kind']} data")
     suffix = out.suffix.lower()
     if suffix == ".png":
         _check_picture(out, shape, args.n)
@@ -292,6 +301,19 @@ def _check_picture(out: Path, shape: tuple[int, ...], n: int) -> None:
     if len(shape) == 3 and n > MAX_GRID:
         raise GanforgeError(f"--n {n} is invalid for one .png grid: expected at most {MAX_GRID:,} images (a folder or .npy takes more)")
 
+
+def _sample_table(generator, args: argparse.Namespace, out: Path) -> int:
+    """Rows of a table run as a .csv in the data's own formats; `--where` rows all match, by conditioning and rejection."""
+    from ganforge.data.table import write_table
+    from ganforge.tabular import sample_rows
+
+    if out.suffix.lower() != ".csv":
+        raise GanforgeError(f"--out {out}: a table run writes rows as .csv: use e.g. --out rows.csv")
+    rows, acceptance = sample_rows(generator, args.n, seed=args.seed, where=args.where)
+    write_table(out, rows, generator.spec["transform"])
+    condition = f" with {' and '.join(args.where)} (acceptance rate {acceptance:.1%})" if args.where else ""
+    print(f"wrote {args.n} rows to {out}{condition}", file=sys.stderr)
+    return 0
 
 def _eval(args: argparse.Namespace) -> int:
     import json

@@ -20,6 +20,7 @@ import yaml
 from ganforge import tensorboard_events
 from ganforge.augment import parse_policy
 from ganforge.data.spec import SPEC_HELP, parse_spec
+from ganforge.data.table import parse_column_types
 from ganforge.errors import GanforgeError
 from ganforge.losses import LOSSES
 from ganforge.nets import ARCHITECTURES, D_NORMS, NORMS, conv_layout, mbstd_group
@@ -42,6 +43,12 @@ class Config:
     image_size: int | None = key(None, "images: side in pixels after resize/centre-crop (auto: the data's own; 8, 16, 28, 32, 64, ...)")
     channels: int | None = key(None, "images: 1 (grey) or 3 (RGB) (auto: 1 if every image is grey)", (1, 3))
     on_bad_image: str = key("error", "what an unreadable image file in a folder does", ("error", "skip"))
+    table: bool | None = key(None, "true: read a delimited file as a table of typed columns (auto: a .csv with a text column, .tsv, .data); false: as vectors")
+    columns: str | None = key(None, "tables: comma-separated column names, for a file without a header line (e.g. adult.data)")
+    header: bool | None = key(None, "tables: whether the first line names the columns (auto: true unless columns= is set)")
+    column_types: str | None = key(None, "tables: NAME:TYPE,... overriding the inferred types (numeric, integer, categorical, boolean, datetime)")
+    target: str | None = key(None, "tables: the column the ML-efficacy classifiers of the evaluation predict, e.g. target=income")
+    test_data: str | None = key(None, "tables: a file of held-out real rows (same columns and options) for ML efficacy and the privacy check")
     # Networks
     arch: str = key("auto", "network pair: mlp, conv (DCGAN) or resnet (residual, no normalisation, after R3GAN)", ("auto", *ARCHITECTURES))
     latent_dim: int | None = key(None, "noise dimension (auto: lower than the data's: 1 for 2D, 32 for digits, ...)")
@@ -127,12 +134,12 @@ LISTS = ("augment",)
 # Metrics an evaluation reports, any of which can pick the best checkpoint.
 BEST_METRICS = (
     "fd", "kid_mean", "precision", "recall", "density", "coverage", "classes_covered", "class_kl", "classifier_score",
-    "modes", "hq_percent", "reverse_kl", "kl",
+    "modes", "hq_percent", "reverse_kl", "kl", "quality", "column_shapes", "column_pairs", "ml_efficacy",
 )
 # Keys a resumed run may change: they steer the run, not what it computes. Precision, compile,
 # memory layout and threads change only rounding, like a move to another device.
 RESUMABLE_CHANGES = {
-    "eval_every", "eval_n",
+    "eval_every", "eval_n", "target", "test_data",
     "steps", "device", "out", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints",
     "max_nonfinite_steps", "on_divergence", "sync_batchnorm", "precision", "compile", "channels_last",
     "threads", "tensorboard",
@@ -144,7 +151,10 @@ DERIVED = ("world_size", "batch_per_process")
 
 # Keys added after run folders were saved, with the value that computes what those runs did:
 # a saved config.json without one reads as that value, so an older run still resumes.
-ADDED_KEYS = {"d_mbstd": 0, "groups": 1, "r2_gamma": 0.0, "ema_kimg": 0.0, "augment": "none", "conditional": False}
+ADDED_KEYS = {
+    "d_mbstd": 0, "groups": 1, "r2_gamma": 0.0, "ema_kimg": 0.0, "augment": "none", "conditional": False,
+    "table": None, "columns": None, "header": None, "column_types": None, "target": None, "test_data": None,
+}
 
 _TYPES = typing.get_type_hints(Config)
 
@@ -344,6 +354,11 @@ def validate(config: Config) -> None:
     device = config.device
     _require(device in ("auto", "cpu", "cuda", "mps") or device.startswith("cuda:"), "device", device, "auto, cpu, cuda, cuda:N or mps")
     _require(bool(config.data.strip()), "data", config.data, "a dataset name or path")
+    if config.column_types:
+        parse_column_types(config.column_types)
+    if config.columns:
+        names = [c.strip() for c in config.columns.split(",")]
+        _require(all(names) and len(set(names)) == len(names), "columns", config.columns, "unique comma-separated column names")
     if config.batch_size is not None and config.pack is not None:
         _require(config.batch_size % config.pack == 0, "batch_size", config.batch_size, f"a multiple of pack={config.pack}")
         rows = config.batch_size // config.pack  # the discriminator's batch
@@ -353,6 +368,8 @@ def validate(config: Config) -> None:
 
 def preset_name(config: Config, kind: str, sample_shape: tuple[int, ...]) -> str:
     """The preset for this data: its own for the built-in data and Stacked MNIST, else one per kind."""
+    if kind == "table":
+        return "table"
     spec = parse_spec(config.data)
     if spec.builtin or spec.source == "stackedmnist":
         return spec.name

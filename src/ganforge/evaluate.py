@@ -14,7 +14,9 @@ Defaults by kind of data (`domain`):
 - Stacked MNIST: modes and KL over the 1,000 digit triples (26,000 samples);
 - other images: the same feature metrics in Inception-v3 features when torch-fidelity and
   its weights are there, else in downsampled pixels with a note saying so;
-- other vectors: the feature metrics on the vectors themselves.
+- other vectors: the feature metrics on the vectors themselves;
+- tables: quality (column shapes and pair trends), ML efficacy on `test_data` for `target`, and the
+  privacy check (`metrics/tabular.py`), on as many rows as the training table has (at most 10,000).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from ganforge.data.dataset import Dataset
 from ganforge.data.images import load_mnist
 from ganforge.data.load import load_dataset
 from ganforge.data.spec import parse_spec
+from ganforge.data.table import check_target, read_held_out, table_options
 from ganforge.errors import GanforgeError
 from ganforge.features import DigitClassifier, Extracted, PixelFeatures, extract, inception_features, load_classifier
 from ganforge.limits import check_count
@@ -56,6 +59,7 @@ MAX_REFERENCE = 10_000  # real samples used at most (a seeded subset of larger d
 MIXTURE_SAMPLES, STACKED_SAMPLES = 2_500, 26_000  # the PacGAN protocol's sample counts
 EVAL_JSON, EVAL_HISTORY = "eval.json", "eval.jsonl"
 # Metrics where a smaller value is a better generator; for every other metric larger is better.
+TABLE_METRICS = ("quality", "column_shapes", "column_pairs", "ml_efficacy")
 LOWER_IS_BETTER = frozenset({"fd", "kid_mean", "class_kl", "reverse_kl", "kl"})
 
 
@@ -87,6 +91,8 @@ def default_metrics(kind: str) -> tuple[str, ...]:
 
 def reported_metrics(kind: str) -> tuple[str, ...]:
     """The names of the numbers `evaluate` reports by default for a domain (e.g. fd, kid_mean, reverse_kl)."""
+    if kind == "table":
+        return TABLE_METRICS
     names = {
         "fd": ("fd",), "kid": ("kid_mean", "kid_std"), "precision_recall": ("precision", "recall"),
         "density_coverage": ("density", "coverage"), "classes": ("classes_covered", "class_kl", "classifier_score"),
@@ -341,6 +347,8 @@ def evaluate(
     """
     start = time.perf_counter()
     kind = domain(real)
+    if kind == "table":
+        return _evaluate_table(generator, real, n, seed, start)
     if n is None:
         n = {"mixture": MIXTURE_SAMPLES, "stackedmnist": STACKED_SAMPLES}.get(kind, min(len(real), MAX_REFERENCE))
     if n < 2:
@@ -358,6 +366,17 @@ def evaluate(
     return result
 
 
+def _evaluate_table(generator, real: Dataset, n: int | None, seed: int, start: float) -> dict:
+    """Table metrics (`metrics.tabular.table_report`) of n generated rows, as many as the real table (<= 10,000) by default."""
+    from ganforge.metrics.tabular import table_report
+    from ganforge.tabular import sample_rows
+
+    n = n or min(len(real), MAX_REFERENCE)
+    synthetic, _ = sample_rows(generator, n, seed=seed)
+    metrics, notes = table_report(real.table, synthetic, real.transform["columns"], real.info.get("target"), real.info.get("test"), seed)
+    return {"features": "table", "n": n, "n_real": len(real), "notes": notes, "metrics": metrics, "seconds": round(time.perf_counter() - start, 2)}
+
+
 def reference_dataset(config: dict) -> Dataset:
     """The real data a run is judged against: MNIST's 10,000 test images for `mnist:` runs, else the training data."""
     data = config["data"]
@@ -368,7 +387,15 @@ def reference_dataset(config: dict) -> Dataset:
             return Dataset(data, "images", test.samples, test.transform, test.labels, info={"split": "t10k"})
         except GanforgeError:
             pass  # no test files: the training images are the reference
-    return load_dataset(data, config.get("image_size"), config.get("channels"), config.get("on_bad_image", "error"))
+    options = table_options(config)
+    dataset = load_dataset(data, config.get("image_size"), config.get("channels"), config.get("on_bad_image", "error"), options)
+    if dataset.kind == "table":
+        dataset.info["target"] = config.get("target")
+        if config.get("target"):
+            check_target(config["target"], dataset.transform)
+        if config.get("test_data"):
+            dataset.info["test"] = read_held_out(Path(config["test_data"]).expanduser(), options, dataset.transform)
+    return dataset
 
 
 def evaluate_run(

@@ -12,6 +12,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load, save
 from torch import Tensor, nn
 
+import ganforge.tabular  # noqa: F401  (registers TableGenerator with build_network)
 from ganforge.checkpoint import atomic_write
 from ganforge.config import CHOICES, MAXIMA, shown
 from ganforge.data.dataset import to_data_space
@@ -188,6 +189,10 @@ def _build(spec: dict, spec_path: Path, device: str | torch.device) -> nn.Module
         raise GanforgeError(f"{spec_path} cannot be rebuilt: {str(err).splitlines()[0][:200] if str(err) else type(err).__name__}") from None
 
 
+# The most items (numbers, strings, lists, objects) a table run's layout and transform may hold.
+MAX_JSON_ITEMS = 10_000_000
+
+
 def spec_problem(spec: object) -> str | None:
     """What is wrong with a generator spec's fields (types, sizes, consistency), or None."""
     if not isinstance(spec, dict):
@@ -204,9 +209,11 @@ def spec_problem(spec: object) -> str | None:
         return f"noise {shown(noise)} is invalid: expected a latent_dim from 1 to {MAXIMA['latent_dim']:,} and a distribution"
     if spec["config"].get("latent_dim") != noise["latent_dim"]:
         return f"the network's latent_dim {shown(spec['config'].get('latent_dim'))} differs from the noise's {noise['latent_dim']}"
+    structured = spec["transform"].get("kind") == "table"  # a table generator's config holds its row layout
     for key, value in spec["config"].items():
-        if isinstance(value, bool) or not (isinstance(value, str) and len(value) < 40 or _count(value, 0, MAXIMA["g_width"])
-                                           or isinstance(value, list) and all(_count(d, 1, MAX_DIM) for d in value)):
+        plain = isinstance(value, str) and len(value) < 40 or _count(value, 0, MAXIMA["g_width"]) or (
+            isinstance(value, list) and all(_count(d, 1, MAX_DIM) for d in value))
+        if isinstance(value, bool) or not (plain or structured and _json_sized(value, MAX_JSON_ITEMS)):
             return f"config {shown(key)}={shown(value)} is invalid"
     return _transform_problem(spec["transform"], shape)
 
@@ -214,14 +221,43 @@ def spec_problem(spec: object) -> str | None:
 def _transform_problem(transform: dict, shape: list) -> str | None:
     if transform.get("kind") == "image":
         return None
+    if transform.get("kind") == "table":
+        columns, row_dim = transform.get("columns"), transform.get("row_dim")
+        if not (isinstance(columns, list) and columns and all(isinstance(c, dict) and isinstance(c.get("name"), str) for c in columns)):
+            return "transform columns are not a list of named columns"
+        if not _count(row_dim, 1, shape[-1]) or not _json_sized(transform, MAX_JSON_ITEMS):  # a row, then its condition
+            return f"the table transform does not fit sample_shape {shown(shape)}"
+        return None
     if transform.get("kind") != "affine":
-        return f"transform kind {shown(transform.get('kind'))} is unknown: expected image or affine"
+        return f"transform kind {shown(transform.get('kind'))} is unknown: expected image, affine or table"
     for name in ("shift", "scale"):
         value = transform.get(name)
         numbers = isinstance(value, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in value)
         if not numbers or len(value) != shape[-1]:
             return f"transform {name} is not {shape[-1]} finite numbers"
     return None
+
+
+def _json_sized(value: object, budget: int) -> bool:
+    """Whether `value` is plain JSON (short strings, finite numbers, lists and objects) of at most `budget` items."""
+    stack, seen = [value], 0
+    while stack:
+        item = stack.pop()
+        seen += 1
+        if seen > budget:
+            return False
+        if isinstance(item, dict):
+            if not all(isinstance(k, str) and len(k) < 200 for k in item):
+                return False
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return False
+        elif not (item is None or isinstance(item, (bool, int)) or isinstance(item, str) and len(item) < 10_000):
+            return False
+    return True
 
 
 def _count(value: object, low: int, high: int) -> bool:

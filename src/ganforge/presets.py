@@ -67,8 +67,20 @@ PRESETS["stackedmnist"] = dict(
     _DCGAN_IMAGES, pack=1, batch_size=128, steps=15_000, lr_d=4e-4, lr_decay=0.3, r1_gamma=1.0, r1_every=16, best_metric="kl"
 )
 
+# Tables of mixed columns (docs/TABLES.md): a residual MLP generator with BatchNorm and an MLP
+# discriminator over [row, condition], Adam at betas (0.5, 0.9) and batches of 500 rows, as CTGAN's,
+# but without packing (a packed discriminator did not learn that a category fixes a number), an EMA
+# with a horizon fit for short runs, and the steps that keep a fit of UCI Adult within minutes on a
+# CPU. The measurements: docs/BENCHMARKS-tabular.md.
+PRESETS["table"] = dict(
+    arch="mlp", latent_dim=128, g_width=256, d_width=256, g_depth=2, d_depth=2, g_extra_layers=0, d_extra_layers=0,
+    g_norm="batch", d_norm="none", d_mbstd=0, augment="none", groups=1, pack=1, loss="nonsaturating", r1_gamma=0.0, r2_gamma=0.0,
+    r1_every=1, ema_kimg=0.0, conditional=False, steps=1_200, batch_size=500, lr_g=2e-4, lr_d=2e-4,
+    lr_decay=0.0, beta1=0.5, beta2=0.9, ema_decay=0.99, log_every=100, sample_every=1_000, checkpoint_every=1_000, best_metric="quality",
+)
+
 # How the flag help names each preset: the data that picks it (config.preset_name).
-_PRESET_LABELS = {"images": "other images", "vectors": "other vectors", "stackedmnist": "Stacked MNIST"}
+_PRESET_LABELS = {"images": "other images", "vectors": "other vectors", "stackedmnist": "Stacked MNIST", "table": "tables"}
 
 
 def _shown(value) -> str:

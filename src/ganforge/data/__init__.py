@@ -6,7 +6,8 @@
 - `mnist:PATH`: MNIST-format IDX files (gzipped or not) in a folder;
 - `stackedmnist:PATH`: Stacked MNIST built from those files (three digits as R, G, B);
 - a folder of images, optionally one sub-folder per class;
-- a `.npy` or `.csv` file of vectors, one row per sample.
+- a `.npy` or `.csv` file of vectors, one row per sample;
+- a table of mixed columns (`.csv` with a text column, `.tsv`, `.data`; see `data/table.py`).
 """
 
 from ganforge.data.dataset import Dataset

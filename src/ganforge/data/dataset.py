@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from ganforge.data.sampler import BatchSampler
+
 
 @dataclass
 class Dataset:
@@ -50,6 +52,14 @@ class Dataset:
         self.labels = None if self.labels is None else self.labels.to(device)
         self._affine = None
         return self
+
+    def batch_sampler(self, batch_size: int, seed: int, device: torch.device) -> BatchSampler:
+        """What draws the training batches' indices (`real_batch` reads them)."""
+        return BatchSampler(len(self), batch_size, seed=seed, device=device)
+
+    def real_batch(self, index: Tensor) -> Tensor:
+        """The discriminator's real batch for indices drawn by `batch_sampler`, in model space."""
+        return self.to_model_space(self.samples[index])
 
     def to_model_space(self, batch: Tensor) -> Tensor:
         """Data batch (as stored) -> float32 network input.

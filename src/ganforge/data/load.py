@@ -6,6 +6,7 @@ from ganforge.data.dataset import Dataset
 from ganforge.data.images import images_from_array, load_digits, load_image_folder, load_mnist
 from ganforge.data.spec import SPEC_HELP, parse_spec
 from ganforge.data.stacked import load_stacked_mnist
+from ganforge.data.table import TABLE_SUFFIXES, TableOptions, load_table, wants_table
 from ganforge.data.toy import load_mixture
 from ganforge.data.vectors import load_npy, load_vectors
 from ganforge.errors import GanforgeError
@@ -16,8 +17,9 @@ def load_dataset(
     image_size: int | None = None,
     channels: int | None = None,
     on_bad_image: str = "error",
+    table: TableOptions | None = None,
 ) -> Dataset:
-    """Loads the dataset named by `spec` (see the module docstring) onto the CPU."""
+    """Loads the dataset named by `spec` (see the module docstring) onto the CPU; `table` says how to read a table file."""
     parsed = parse_spec(spec)
     if parsed.source == "mixture":
         return load_mixture(spec)
@@ -30,11 +32,11 @@ def load_dataset(
     path = parsed.path
     if path.is_dir():
         return load_image_folder(path, image_size, channels, on_bad_image)
-    if path.suffix.lower() in (".npy", ".csv"):
+    if path.suffix.lower() in (".npy", *TABLE_SUFFIXES):
         if not path.is_file():
             raise GanforgeError(f"data='{spec}': no such file")
-        if path.suffix.lower() == ".csv":
-            return load_vectors(path)
+        if path.suffix.lower() != ".npy":
+            return load_table(path, table or TableOptions()) if wants_table(path, table or TableOptions()) else load_vectors(path)
         array = load_npy(path)  # (n, dim) vectors; three or more dimensions are images
         return images_from_array(path, array, image_size, channels) if array.ndim >= 3 else load_vectors(path, array)
     if path.exists():

@@ -4,8 +4,9 @@
     digits                  scikit-learn's 8x8 digits
     mnist:FOLDER            MNIST IDX files in FOLDER
     stackedmnist:FOLDER     Stacked MNIST built from the MNIST files in FOLDER
-    FOLDER                  a folder of images ("folder")
-    FILE.npy | FILE.csv     a file of vectors ("file")
+    FOLDER                  a folder of images ("path")
+    FILE.npy                a file of vectors or images ("path")
+    FILE.csv | .tsv | .data a table of mixed columns, or of numbers only: vectors ("path")
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ from pathlib import Path
 MIXTURES = ("ring8", "grid25")
 BUILTIN = (*MIXTURES, "digits")
 PREFIXES = ("mnist", "stackedmnist")  # sources written as PREFIX:FOLDER
-SPEC_HELP = "ring8, grid25, digits, mnist:FOLDER, stackedmnist:FOLDER, an image folder, or a .npy/.csv file"
+SPEC_HELP = (
+    "ring8, grid25, digits, mnist:FOLDER, stackedmnist:FOLDER, an image folder, a .npy file of vectors or images, "
+    "or a table (.csv, .tsv, .data; numbers only: vectors)"
+)
 
 
 @dataclass(frozen=True)

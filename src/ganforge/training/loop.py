@@ -9,6 +9,7 @@ interval or a checkpoint (`guard.Tally`), so the hot path never waits for the de
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import time
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from ganforge.checkpoint import latest_checkpoint
 from ganforge.config import Config, resolve
 from ganforge.data import Dataset, load_dataset
 from ganforge.data.spec import parse_spec
+from ganforge.data.table import table_options
 from ganforge.errors import DistributedFailure, GanforgeError
 from ganforge.evaluate import TrainingEvaluation
 from ganforge.tensorboard_events import TensorBoardEvents
@@ -59,7 +61,7 @@ def train(config: Config, new: bool = False, progress: bool = True, say=print) -
 
 
 def _train(config: Config, new: bool, progress: bool, say, device: torch.device | None) -> Path:
-    dataset = load_dataset(config.data, config.image_size, config.channels, config.on_bad_image)
+    dataset = load_dataset(config.data, config.image_size, config.channels, config.on_bad_image, table_options(dataclasses.asdict(config)))
     skipped_files = dataset.info.get("skipped_files", [])
     if skipped_files:
         say(f"warning: skipped {len(skipped_files)} unreadable image file(s) (on_bad_image=skip), e.g. {skipped_files[0]}")

@@ -22,7 +22,7 @@ from ganforge import distributed
 from ganforge.augment import AugmentedDiscriminator, parse_policy
 from ganforge.checkpoint import save_checkpoint, write_checkpoint
 from ganforge.config import Config
-from ganforge.data import BatchSampler, Dataset
+from ganforge.data import Dataset
 from ganforge.data.dataset import to_data_space
 from ganforge.ema import EMA, recalibrate_batchnorm
 from ganforge.errors import GanforgeError, TrainingDiverged
@@ -44,6 +44,7 @@ from ganforge.nets import (
 from ganforge.noise import NoiseSampler
 from ganforge.plots import save_samples
 from ganforge.steps import FP32, discriminator_step, frozen, generator_step
+from ganforge.tabular import build_table_networks
 
 # The EMA's half-life grows with the images seen, to at most `ema_kimg` thousand: it is
 # EMA_RAMPUP times the images seen so far (StyleGAN2-ADA's ramp), so early weights fade fast.
@@ -181,6 +182,8 @@ def _plain(module: nn.Module) -> nn.Module:
 
 def build_networks(config: Config, dataset: Dataset) -> tuple[nn.Module, nn.Module]:
     """The generator/discriminator pair a resolved config describes."""
+    if dataset.kind == "table":
+        return build_table_networks(config, dataset)
     classes = len(dataset.class_names) if config.conditional else 0
     if config.arch == "resnet":
         channels, size = dataset.sample_shape[0], dataset.sample_shape[-1]
@@ -230,7 +233,7 @@ class Trainer:
         self.speed = speed = resolve_speed(config, device)
         torch.manual_seed(config.seed)
         generator, discriminator = build_networks(config, dataset)
-        self.sampler = BatchSampler(len(dataset), config.batch_size, seed=config.seed, device=device)
+        self.sampler = dataset.batch_sampler(config.batch_size, config.seed, device)
         layout = torch.channels_last if speed.channels_last else torch.contiguous_format
         self.generator = generator.to(device, memory_format=layout)
         self.discriminator = discriminator.to(device, memory_format=layout)
@@ -416,8 +419,8 @@ class Trainer:
     def save_picture(self, net: nn.Module, path: Path) -> None:
         """Sample grid (images) or scatter plot (2D data) from fixed noise, so pictures compare across steps."""
         shape = self.dataset.sample_shape
-        if self.dataset.kind == "vectors" and shape != (2,):
-            return  # no picture for vectors that are not 2D
+        if self.dataset.kind == "table" or (self.dataset.kind == "vectors" and shape != (2,)):
+            return  # no picture for tables or vectors that are not 2D
         count = 2500 if shape == (2,) else 64
         z = NoiseSampler(self.config.latent_dim, self.config.noise, self.device, seed=self.config.seed + SAMPLE_SEED_OFFSET)
         with torch.no_grad():
@@ -442,7 +445,7 @@ class Trainer:
             # Lazy R1 and R2: every r1_every-th discriminator step, r1_every times as strong.
             lazy = config.r1_every if d_step % config.r1_every == 0 else 0.0
             index = distributed.shard(self.sampler.next())
-            real = data.to_model_space(data.samples[index])
+            real = data.real_batch(index)
             players = self._players(data.labels[index] if config.conditional else None)
             d_out = discriminator_step(
                 players.g_frozen, players.d_run, self.d_optimizer, self.loss, self.local_noise, real,

@@ -1,0 +1,184 @@
+"""Tables of mixed columns: reading and typing, the invertible transform, training-by-sampling,
+conditional sampling with `--where`, and the one-line errors of bad input."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ganforge.data import load_dataset
+from ganforge.data.table import TableOptions, TableSampler, load_table, parse_where, read_table
+from ganforge.data.table_transform import decode
+from ganforge.errors import GanforgeError
+from ganforge.export import load_generator
+from ganforge.tabular import TableGenerator, sample_rows
+
+PENGUINS = Path(__file__).parents[2] / "shared" / "data" / "penguins" / "penguins.csv"
+TINY_TABLE = ["--batch_size", "40", "--pack", "4", "--g_width", "16", "--d_width", "16", "--latent_dim", "8",
+              "--device", "cpu", "--quiet", "--log_every", "10", "--checkpoint_every", "20"]
+
+
+def make_table(path: Path, n: int = 240, seed: int = 0) -> Path:
+    """A small table: a two-mode number, an integer, a category with a rare value and missing cells,
+    a boolean, a date and a number with missing cells."""
+    rng = np.random.default_rng(seed)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["height", "count", "colour", "member", "day", "score"])
+        for i in range(n):
+            colour = "red" if i % 3 == 0 else "blue" if i % 3 == 1 else "?" if i % 20 == 2 else "green"
+            colour = "violet" if i % 40 == 5 else colour
+            height = rng.normal(10 if colour == "red" else 50, 1.5)
+            writer.writerow([f"{height:.2f}", int(rng.integers(0, 9)), colour, "yes" if i % 2 else "no",
+                             f"2024-01-{1 + i % 28:02d}", "NA" if i % 10 == 0 else f"{rng.uniform(0, 1):.3f}"])
+    return path
+
+
+@pytest.fixture
+def table_file(tmp_path) -> Path:
+    return make_table(tmp_path / "small.csv")
+
+
+def test_columns_are_typed_and_types_overridable(table_file):
+    _, meta = read_table(table_file, TableOptions())
+    assert {name: m["type"] for name, m in meta.items()} == {
+        "height": "numeric", "count": "integer", "colour": "categorical", "member": "boolean", "day": "datetime", "score": "numeric",
+    }
+    assert meta["score"]["missing"] == "NA" and meta["colour"]["missing"] == "?" and meta["height"]["decimals"] == 2
+    _, meta = read_table(table_file, TableOptions(column_types={"count": "categorical"}))
+    assert meta["count"]["type"] == "categorical"
+
+
+def test_transform_inverts_to_original_units(table_file):
+    dataset = load_table(table_file, TableOptions())
+    back = decode(dataset.samples.numpy(), dataset.transform)
+    for name in ("colour", "member"):
+        assert (back[name] == dataset.table[name]).all()
+    assert np.array_equal(np.isnan(back["score"]), np.isnan(dataset.table["score"]))  # missing flags survive
+    assert np.allclose(back["height"], dataset.table["height"], atol=0.011)
+    assert np.array_equal(back["count"], dataset.table["count"]) and np.array_equal(back["day"], dataset.table["day"])
+    height = dataset.transform["columns"][0]
+    assert len(height["means"]) >= 2  # two modes found
+    # Any network output decodes inside the observed range, integers as integers, categories from the observed set.
+    noise = np.random.default_rng(0).normal(0, 3, (500, dataset.transform["row_dim"]))
+    wild = decode(noise, dataset.transform)
+    assert wild["height"].min() >= dataset.table["height"].min() and wild["height"].max() <= dataset.table["height"].max()
+    assert np.all(wild["count"] == np.round(wild["count"]))
+    assert set(wild["colour"]) <= set(dataset.table["colour"])
+
+
+def test_numeric_csv_stays_vectors_unless_asked(tmp_path):
+    path = tmp_path / "numbers.csv"
+    path.write_text("a,b\n1,2\n3,4.5\n5,6\n")
+    assert load_dataset(str(path)).kind == "vectors"
+    assert load_dataset(str(path), table=TableOptions(table=True)).kind == "table"
+
+
+def test_headerless_file_takes_column_names(tmp_path):
+    path = tmp_path / "people.data"
+    path.write_text("".join(f"{20 + i % 30}, {'F' if i % 3 else 'M'}, {'<=50K' if i % 4 else '>50K'}\n" for i in range(60)))
+    dataset = load_dataset(str(path), table=TableOptions(columns=["age", "sex", "income"], header=False))
+    assert list(dataset.table) == ["age", "sex", "income"] and set(dataset.table["income"]) == {"<=50K", ">50K"}
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [("a,b\nx,1\ny,2,3\n", "line 3 has 3 cells"), ("a,b\nx,?\ny,NA\n", "missing in every row")],
+)
+def test_bad_tables_are_refused(tmp_path, content, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    with pytest.raises(GanforgeError, match=message):
+        load_dataset(str(path))
+
+
+def test_where_parser_refuses_unknown_numeric_and_unseen(table_file):
+    transform = load_table(table_file, TableOptions()).transform
+    assert parse_where(["colour=red", "member = yes"], transform) == [("colour", "red"), ("member", "yes")]
+    for condition, message in (("size=3", "no column 'size'"), ("height=10", "is numeric"), ("colour=pink", "not a category"), ("colour", "COLUMN=CATEGORY")):
+        with pytest.raises(GanforgeError, match=message):
+            parse_where([condition], transform)
+    with pytest.raises(GanforgeError, match="contradict"):
+        parse_where(["colour=red", "colour=blue"], transform)
+
+
+def test_sampler_draws_rows_holding_their_condition(table_file):
+    dataset = load_table(table_file, TableOptions())
+    sampler = TableSampler(dataset, 2000, seed=3)
+    pairs = sampler.next()
+    n, conditions = len(dataset), dataset.transform["conditions"]
+    condition, row = pairs // n, pairs % n
+    column = torch.bucketize(condition, torch.tensor(conditions["offsets"]), right=True) - 1
+    category = condition - torch.tensor(conditions["offsets"])[column]
+    assert torch.equal(dataset.codes[row, column], category)
+    # log-frequency sampling: the rare 'violet' (6 of 240 rows) is drawn far more often than its share.
+    violet = conditions["offsets"][0] + dataset.transform["columns"][2]["categories"].index("violet")
+    share = (condition == violet).float().mean().item()
+    assert abs(share - conditions["training"][violet]) < 0.02 and share > 2 * 6 / 240 / 4
+    real = dataset.real_batch(pairs[:5])
+    assert real.shape == (5, dataset.sample_shape[0]) and torch.equal(real[:, dataset.transform["row_dim"]:].argmax(1), condition[:5])
+    again = TableSampler(dataset, 2000, seed=3)
+    assert torch.equal(again.next(), pairs)
+    again.load_state_dict(sampler.state_dict())
+    assert torch.equal(again.next(), sampler.next())
+
+
+def test_generator_sets_the_conditioned_column(table_file):
+    dataset = load_table(table_file, TableOptions())
+    transform = dataset.transform
+    generator = TableGenerator(6, transform["spans"], transform["conditions"], width=8, depth=1).eval()
+    condition = torch.arange(transform["conditions"]["dim"])
+    rows = generator.generate(torch.randn(len(condition), 5), condition)
+    assert rows.shape == (len(condition), dataset.sample_shape[0])
+    table = decode(rows[:, : transform["row_dim"]].detach().numpy(), transform)
+    colour = transform["columns"][2]["categories"]
+    assert list(table["colour"][: len(colour)]) == colour  # the first conditions are colour's categories, in order
+
+
+def test_train_then_sample_where_and_unconditionally(table_file, tmp_path, cli, monkeypatch):
+    run = tmp_path / "run"
+    result = cli("train", "--data", table_file, "--steps", "40", "--out", run, *TINY_TABLE)
+    assert result.code == 0, result.err
+    rows = tmp_path / "rows.csv"
+    result = cli("sample", run, "--n", "200", "--out", rows, "--where", "colour=violet", "--where", "member=yes")
+    assert result.code == 0 and "acceptance rate" in result.err
+    written = list(csv.DictReader(open(rows)))
+    assert len(written) == 200 and all(r["colour"] == "violet" and r["member"] == "yes" for r in written)
+    assert all(r["count"].isdigit() for r in written)  # integers as integers
+    assert all(len(r["day"]) == 10 and r["day"].startswith("2024-01-") for r in written)  # dates as dates, in range
+    generator = load_generator(run)
+    with monkeypatch.context() as patch:  # rejection gives up, with one line, below the least acceptance rate
+        patch.setattr("ganforge.tabular.MIN_ACCEPTANCE", 1.0)
+        result = cli("sample", run, "--n", "5000", "--out", tmp_path / "y.csv", "--where", "colour=blue", "--where", "member=no")
+        assert result.code == 2 and "acceptance rate" in result.err and not (tmp_path / "y.csv").exists()
+    first, _ = sample_rows(generator, 300, seed=5)
+    second, _ = sample_rows(generator, 300, seed=5)
+    assert all(np.array_equal(first[k], second[k], equal_nan=first[k].dtype != object) for k in first)
+    assert set(first["colour"]) <= {"red", "blue", "green", "violet", "?"}
+    for bad in (["--where", "colour=pink"], ["--where", "height=3"], ["--where", "nope=1"]):
+        result = cli("sample", run, "--n", "5", "--out", tmp_path / "x.csv", *bad)
+        assert result.code == 2 and result.err.count("\n") == 1 and not (tmp_path / "x.csv").exists()
+
+
+def test_penguins_trains_and_samples(tmp_path, cli):
+    if not PENGUINS.is_file():
+        pytest.skip(f"{PENGUINS} is absent (the shared data folder)")
+    run = tmp_path / "penguins"
+    assert cli("train", "--data", PENGUINS, "--steps", "20", "--out", run, *TINY_TABLE).code == 0
+    assert cli("sample", run, "--n", "50", "--out", tmp_path / "p.csv", "--where", "species=Gentoo").code == 0
+    assert {r["species"] for r in csv.DictReader(open(tmp_path / "p.csv"))} == {"Gentoo"}
+
+
+def test_resumed_run_matches_an_uninterrupted_one(table_file, tmp_path, cli):
+    from safetensors.torch import load_file
+
+    args = ("--data", table_file, *TINY_TABLE, "--checkpoint_every", "10")  # both runs save at the same steps
+    assert cli("train", "--steps", "20", "--out", tmp_path / "straight", *args).code == 0
+    assert cli("train", "--steps", "10", "--out", tmp_path / "resumed", *args).code == 0
+    assert cli("train", "--steps", "20", "--out", tmp_path / "resumed", *args).code == 0
+    straight, resumed = (load_file(tmp_path / name / "generator.safetensors") for name in ("straight", "resumed"))
+    assert straight.keys() == resumed.keys() and all(torch.equal(straight[k], resumed[k]) for k in straight)
