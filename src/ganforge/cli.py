@@ -78,7 +78,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in (_add_train, _add_sample, _add_eval, _add_report):
+        add(commands)
+    return parser
 
+
+def _add_train(commands) -> None:
     train = commands.add_parser(
         "train", allow_abbrev=False, help="train a GAN (resumes an existing run)", epilog=TRAIN_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -97,6 +102,8 @@ def _parser() -> argparse.ArgumentParser:
         flags = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
         keys.add_argument(*flags, dest=f"key_{name}", metavar="VALUE", help=key_help(name))
 
+
+def _add_sample(commands) -> None:
     sample = commands.add_parser(
         "sample", help="draw samples from a trained run", epilog=SAMPLE_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -115,6 +122,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="tables: only rows with this category (repeatable: all must hold), e.g. --where sex=Female")
     sample.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
+
+def _add_eval(commands) -> None:
     evaluate = commands.add_parser(
         "eval", help="measure a trained run's samples against real data", epilog=EVAL_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -134,6 +143,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--no-cache", action="store_true", help="compute real-data features afresh and store nothing")
     evaluate.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
+
+def _add_report(commands) -> None:
     report = commands.add_parser(
         "report", help="write an HTML page of a run's training: plots, samples, config, diagnosis", epilog=REPORT_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -144,7 +155,6 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="one or more run folders written by 'ganforge train'")
     report.add_argument("--out", help="the page to write (default: RUN_DIR/report.html; for several runs, FIRST_RUN_DIR/compare.html)")
     report.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    return parser
 
 
 def _report(args: argparse.Namespace) -> int:
