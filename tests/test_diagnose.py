@@ -96,6 +96,16 @@ def test_blurry_early_samples_on_no_mode_are_not_collapse():
     assert not findings(records, {"best_metric": "reverse_kl"})["mode_collapse"].episodes
 
 
+def test_a_generator_collapsed_to_a_point_off_the_modes_is_found_but_a_growing_blob_is_not():
+    # spread as `ganforge train --data ring8 --lr_g 0.1 --eval_every 500` measured it (0.000), and as the
+    # default ring8 run's EMA generator grows from a blob (0.058, 0.28, 0.49 at steps 500-1500)
+    point = [evaluation(step, modes=0, hq_percent=0.0, reverse_kl=math.log(8), spread=0.0) for step in (500, 1000)]
+    found = findings(point, {"best_metric": "reverse_kl"})["mode_collapse"]
+    assert found.present and found.since == 500 and "spread 0.000" in found.evidence
+    growing = [evaluation(step, modes=0, hq_percent=0.0, reverse_kl=math.log(8), spread=s) for step, s in ((250, 0.01), (500, 0.058), (1000, 0.28))]
+    assert not findings(growing, {"best_metric": "reverse_kl"})["mode_collapse"].episodes
+
+
 def test_precision_without_recall_and_lost_classes_are_collapse():
     narrow = [evaluation(step, fd=5.0, precision=0.9, recall=0.02, coverage=0.1, classes_covered=1) for step in (500, 1000)]
     assert "recall 0.020" in findings(narrow)["mode_collapse"].evidence

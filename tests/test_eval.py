@@ -202,7 +202,7 @@ def test_metric_direction_for_a_best_checkpoint():
 def test_mixture_defaults_to_mode_statistics():
     ring = load_dataset("ring8")
     result = evaluate(Replay(ring.samples), ring, real_baseline=True)
-    assert result["n"] == 2500 and set(result["metrics"]) == {"modes", "hq_percent", "reverse_kl"}
+    assert result["n"] == 2500 and set(result["metrics"]) == {"modes", "hq_percent", "reverse_kl", "spread"}
     assert result["metrics"]["modes"] == 8 and result["real_baseline"]["modes"] == 8
     collapsed = evaluate(Replay(ring.modes[:1].repeat(100, 1)), ring, n=50)
     assert collapsed["metrics"]["modes"] == 1 and collapsed["metrics"]["reverse_kl"] == pytest.approx(math.log(8))
@@ -318,7 +318,7 @@ def test_eval_command_on_a_mixture_reports_modes(cli, ring8_run, copy_run):
     result = cli("eval", run, "--no-cache")
     assert result.code == 0
     record = json.loads(result.out)
-    assert record["n"] == 2500 and set(record["metrics"]) == {"modes", "hq_percent", "reverse_kl"}
+    assert record["n"] == 2500 and set(record["metrics"]) == {"modes", "hq_percent", "reverse_kl", "spread"}
     samples = ganforge.load_generator(run).sample(2500, seed=0)
     assert record["metrics"] == mixture_mode_stats(samples, *mixture_modes("ring8"))
 

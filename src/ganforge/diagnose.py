@@ -33,6 +33,12 @@ D_WINNING_RECORDS = 5
 VARIETY_METRICS = ("modes", "classes_covered", "recall", "coverage")
 # Variety lost: a variety metric falls below this fraction of the best value the run has shown.
 VARIETY_DROP = 0.5
+# 2D mixtures: samples whose spread (root-mean-square distance from their mean) is below this fraction
+# of the real data's have collapsed to a point or a small blob, wherever it lies (on a mode or not).
+COLLAPSED_SPREAD = 0.1
+# ...and not growing by more than this factor since the last evaluation: a default ring8 run's EMA
+# generator starts as a small blob (spread 0.06 at step 500) that grows (0.28 at step 1000).
+SPREAD_GROWTH = 1.1
 # Variety never there: samples look real (precision, or the share of high-quality samples on a
 # 2D mixture, at least SHARP) but reach little of the data (recall at most NARROW, or a reverse KL
 # to the uniform mode histogram of at least log 2: half the modes or more are missing).
@@ -102,8 +108,12 @@ def discriminator_winning(logs: list[dict], evals: list[dict], config: dict) -> 
     return Marks(points, min_run=D_WINNING_RECORDS)
 
 
-def _few_modes_sharp(scores: dict) -> str | None:
-    """Evidence that samples look real but reach little of the data, or None."""
+def _few_modes_sharp(scores: dict, previous_spread: float | None) -> str | None:
+    """Evidence that samples look real but reach little of the data, or that they all lie in one small spot
+    that is not growing (an early generator starts as a small blob and grows), or None."""
+    spread = scores.get("spread")
+    if _finite(spread) and spread < COLLAPSED_SPREAD and (previous_spread is None or spread <= previous_spread * SPREAD_GROWTH):
+        return f"the samples spread {spread:.3f} as far as the real data (a point or a small blob), and not growing"
     hq, rkl = scores.get("hq_percent"), scores.get("reverse_kl")
     if _finite(hq, rkl) and hq >= SHARP_HQ_PERCENT and rkl >= MISSING_HALF_THE_MODES:
         return f"{hq:.1f} % high-quality samples on {scores.get('modes', '?')} mode(s), reverse KL {rkl:.3f}"
@@ -118,10 +128,11 @@ def mode_collapse(logs: list[dict], evals: list[dict], config: dict) -> Marks:
     if not evals:
         return Marks(unmeasured="no evaluation in this run: set eval_every to measure variety")
     best: dict[str, tuple[float, int]] = {}
-    points = []
+    points, spread = [], None
     for r in evals:
         scores = r["eval"]
-        evidence = _few_modes_sharp(scores)
+        evidence = _few_modes_sharp(scores, spread)
+        spread = scores.get("spread")
         for name in VARIETY_METRICS:
             value = scores.get(name)
             if not _finite(value):

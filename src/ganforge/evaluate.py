@@ -96,7 +96,7 @@ def reported_metrics(kind: str) -> tuple[str, ...]:
     names = {
         "fd": ("fd",), "kid": ("kid_mean", "kid_std"), "precision_recall": ("precision", "recall"),
         "density_coverage": ("density", "coverage"), "classes": ("classes_covered", "class_kl", "classifier_score"),
-        "modes": ("modes", "hq_percent", "reverse_kl") if kind == "mixture" else ("modes", "kl"),
+        "modes": ("modes", "hq_percent", "reverse_kl", "spread") if kind == "mixture" else ("modes", "kl"),
     }
     return tuple(name for metric in default_metrics(kind) for name in names[metric])
 

@@ -24,17 +24,22 @@ def mixture_mode_stats(samples: torch.Tensor | np.ndarray, modes: torch.Tensor |
 
     Returns:
         {"modes": modes captured (int), "hq_percent": percent of HQ samples (float),
-        "reverse_kl": reverse KL divergence in nats (float)}.
+        "reverse_kl": reverse KL divergence in nats (float), "spread": the samples' root-mean-square
+        distance from their mean over the mixture's own (the modes' spread and each mode's std; 1 for
+        real data, near 0 for a generator collapsed to a point, wherever that point is)}.
     """
     x, centres = as_float64(samples), as_float64(modes)
     distances = np.linalg.norm(x[:, None, :] - centres[None, :, :], axis=2)  # (n, K)
     nearest = distances.argmin(axis=1)
     hq = distances[np.arange(len(x)), nearest] <= 3.0 * std
     counts = np.bincount(nearest[hq], minlength=len(centres))
+    real_spread = np.sqrt(((centres - centres.mean(axis=0)) ** 2).sum(axis=1).mean() + centres.shape[1] * std**2)
+    spread = np.sqrt(((x - x.mean(axis=0)) ** 2).sum(axis=1).mean()) / real_spread if len(x) else 0.0
     return {
         "modes": int((counts > 0).sum()),
         "hq_percent": 100.0 * float(hq.mean()) if len(x) else 0.0,
         "reverse_kl": _kl_to_uniform(counts) if counts.sum() else float(np.log(len(centres))),
+        "spread": float(spread),
     }
 
 
