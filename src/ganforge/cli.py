@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from ganforge.config import Config, field_names, key_help, load_yaml, make_config, parse_overrides, unknown_key
-from ganforge.errors import GanforgeError
+from ganforge.errors import GanforgeError, cut
 
 UNEXPECTED = 1  # the exit code of an error the command line did not expect (a bug): distinct from bad input's 2
 MAX_SAMPLES = 10_000_000  # samples one `ganforge sample` draws at most (fewer where memory is the limit)
@@ -54,12 +54,9 @@ class _Parser(argparse.ArgumentParser):
     """argparse, with its usage errors as one line (exit 2) instead of a usage block."""
 
     def error(self, message: str):
-        raise GanforgeError(f"{shown_text(message)}: see '{self.prog} --help'")
+        raise GanforgeError(f"{cut(message)}: see '{self.prog} --help'")
 
 
-def shown_text(text: str, limit: int = 200) -> str:
-    """`text` cut to `limit` characters: a message never echoes an unbounded input in full."""
-    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 REPORT_EXAMPLES = """examples:
@@ -205,7 +202,7 @@ def _train(args: argparse.Namespace, argv: list[str]) -> int:
     if args.nproc < 1:
         raise GanforgeError(f"--nproc {args.nproc} is invalid: expected an integer >= 1")
     if args.nproc > most:
-        raise GanforgeError(f"--nproc {shown_text(str(args.nproc), 40)} is invalid: expected an integer from 1 to {most} (the devices of this machine)")
+        raise GanforgeError(f"--nproc {cut(str(args.nproc), 40)} is invalid: expected an integer from 1 to {most} (the devices of this machine)")
     config = _config(args)
     if args.nproc > 1 and not distributed.launched():
         _check_before_launch(config)
@@ -224,7 +221,7 @@ def _config(args: argparse.Namespace) -> Config:
     """The config of `ganforge train`'s YAML file, flags and key=value overrides (later wins), validated."""
     yaml_files = [a for a in args.args if "=" not in a]
     if len(yaml_files) > 1:
-        raise GanforgeError(f"expected at most one config file, got {len(yaml_files)}: {shown_text(' '.join(yaml_files))}")
+        raise GanforgeError(f"expected at most one config file, got {len(yaml_files)}: {cut(' '.join(yaml_files))}")
     layers = [load_yaml(yaml_files[0])] if yaml_files else []
     flags = {name: getattr(args, f"key_{name}") for name in field_names() if getattr(args, f"key_{name}") is not None}
     layers += [flags, parse_overrides([a for a in args.args if "=" in a])]
@@ -301,7 +298,7 @@ def _sample(args: argparse.Namespace) -> int:
 
 def _check_seed(seed: int) -> None:
     if not 0 <= seed < 2**31:
-        raise GanforgeError(f"--seed {shown_text(str(seed), 40)} is invalid: expected an integer from 0 to 2**31 - 1")
+        raise GanforgeError(f"--seed {cut(str(seed), 40)} is invalid: expected an integer from 0 to 2**31 - 1")
 
 
 def _check_picture(out: Path, shape: tuple[int, ...], n: int) -> None:
@@ -384,7 +381,7 @@ def _main(argv: list[str] | None) -> int:
     except Exception as err:  # the last resort: never a traceback without --debug, and never silent
         if debug:
             raise
-        message = shown_text(str(err).strip().splitlines()[0] if str(err).strip() else "no message")
+        message = cut(str(err).strip().splitlines()[0] if str(err).strip() else "no message")
         print(_one_line(f"ganforge: error: unexpected {type(err).__name__}: {message} (run with --debug for the traceback)"), file=sys.stderr)
         return UNEXPECTED
 
@@ -402,8 +399,8 @@ def _command(argv: list[str]) -> int:
     if unknown:
         flag = unknown[0].split("=")[0]
         if args.command == "train" and flag.startswith("--"):
-            raise unknown_key(shown_text(flag[2:].replace("-", "_"), 60), "as a flag")
-        raise GanforgeError(f"unrecognized argument {shown_text(repr(unknown[0]), 80)}: see 'ganforge {args.command} --help'")
+            raise unknown_key(cut(flag[2:].replace("-", "_"), 60), "as a flag")
+        raise GanforgeError(f"unrecognized argument {cut(repr(unknown[0]), 80)}: see 'ganforge {args.command} --help'")
     if args.command == "train":
         return _train(args, argv)
     if args.command == "report":

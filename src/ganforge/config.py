@@ -21,11 +21,11 @@ from ganforge import tensorboard_events
 from ganforge.augment import parse_policy
 from ganforge.data.spec import SPEC_HELP, parse_spec
 from ganforge.data.table import parse_column_types
-from ganforge.errors import GanforgeError
+from ganforge.errors import GanforgeError, cut
 from ganforge.losses import LOSSES
 from ganforge.nets import ARCHITECTURES, D_NORMS, NORMS, conv_layout, mbstd_group
 from ganforge.noise import DISTRIBUTIONS
-from ganforge.presets import PRESETS, auto_values
+from ganforge.presets import PRESETS, auto_values, shown_value
 
 
 def key(default: object, help: str, choices: tuple | None = None):
@@ -190,11 +190,7 @@ def key_help(name: str) -> str:
         text += f"; one of {', '.join(map(str, spec.metadata['choices']))}"
     if all(name in preset for preset in PRESETS.values()):
         return f"{text} ({auto_values(name)})"
-    return text if spec.default is None else f"{text} (default {_shown(spec.default)})"
-
-
-def _shown(value: object) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
+    return text if spec.default is None else f"{text} (default {shown_value(spec.default)})"
 
 
 def unknown_key(key: str, where: str) -> GanforgeError:
@@ -307,8 +303,7 @@ def _require(ok: bool, key: str, value: object, expected: str) -> None:
 
 def shown(value: object, limit: int = 60) -> str:
     """repr(value) cut to `limit` characters, so a message never echoes an unbounded input."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+    return cut(repr(value), limit)
 
 
 def _require_range(key: str, value: int | None, low: int) -> None:

@@ -1,6 +1,11 @@
 """The one exception type the command line turns into a clean one-line message."""
 
 
+def cut(text: str, limit: int = 200) -> str:
+    """`text` cut to `limit` characters, so a message never echoes an unbounded input in full."""
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
 class GanforgeError(Exception):
     """A problem with the user's input: a bad value, path, file or run folder.
 

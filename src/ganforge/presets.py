@@ -83,7 +83,8 @@ PRESETS["table"] = dict(
 _PRESET_LABELS = {"images": "other images", "vectors": "other vectors", "stackedmnist": "Stacked MNIST", "table": "tables"}
 
 
-def _shown(value) -> str:
+def shown_value(value) -> str:
+    """A preset or default value as the flag help shows it (true/false, 0.001, 10,000)."""
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, float):
@@ -98,7 +99,7 @@ def auto_values(key: str) -> str:
     """
     by_value: dict[str, list[str]] = {}
     for name, preset in PRESETS.items():
-        by_value.setdefault(_shown(preset[key]), []).append(_PRESET_LABELS.get(name, name))
+        by_value.setdefault(shown_value(preset[key]), []).append(_PRESET_LABELS.get(name, name))
     common = max(by_value, key=lambda value: len(by_value[value]))  # the first of equals, in PRESETS order
     rest = [f"{value} for {' and '.join(names) if len(names) < 3 else ', '.join(names[:-1]) + ' and ' + names[-1]}"
             for value, names in by_value.items() if value != common]
