@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ganforge.errors import GanforgeError
+from ganforge.errors import GanforgeError, first_line
 
 FORMAT_VERSION = 2
 # A checkpoint file is MAGIC, the SHA-256 of the payload in hex, a newline, then the payload
@@ -104,7 +104,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     try:
         state = torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises many types for corrupt, truncated or unsafe files
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = first_line(err, 10_000)
         raise GanforgeError(f"checkpoint {path} is corrupt, truncated or unsafe to load ({first[:200]})") from None
     required = {"format_version", "step", "config", "generator", "discriminator", "g_optimizer", "d_optimizer"}
     if not isinstance(state, dict) or not required <= state.keys():

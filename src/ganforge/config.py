@@ -21,7 +21,7 @@ from ganforge import tensorboard_events
 from ganforge.augment import parse_policy
 from ganforge.data.spec import SPEC_HELP, parse_spec
 from ganforge.data.table import parse_column_types
-from ganforge.errors import GanforgeError, cut
+from ganforge.errors import GanforgeError, cut, first_line
 from ganforge.losses import LOSSES
 from ganforge.nets import ARCHITECTURES, D_NORMS, NORMS, conv_layout, mbstd_group
 from ganforge.noise import DISTRIBUTIONS
@@ -272,7 +272,7 @@ def load_yaml(path: str | Path) -> dict:
     except RecursionError:
         raise GanforgeError(f"config file '{path}' is nested too deeply: expected a flat mapping of key: value lines") from None
     except (yaml.YAMLError, UnicodeDecodeError) as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        first = first_line(err, 10_000)
         raise GanforgeError(f"config file '{path}' is not valid YAML ({first})") from None
     if loaded is None:
         return {}

@@ -6,6 +6,12 @@ def cut(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
+def first_line(err: BaseException, limit: int = 200) -> str:
+    """An exception's first line of message, cut to `limit` characters (its type's name when it has none)."""
+    text = str(err).strip()
+    return cut(text.splitlines()[0], limit) if text else type(err).__name__
+
+
 class GanforgeError(Exception):
     """A problem with the user's input: a bad value, path, file or run folder.
 

@@ -16,7 +16,7 @@ import ganforge.tabular  # noqa: F401  (registers TableGenerator with build_netw
 from ganforge.checkpoint import atomic_write
 from ganforge.config import CHOICES, MAXIMA, shown
 from ganforge.data.dataset import to_data_space
-from ganforge.errors import GanforgeError
+from ganforge.errors import GanforgeError, first_line
 from ganforge.limits import check_networks_fit
 from ganforge.nets import build_network
 from ganforge.noise import NoiseSampler
@@ -130,7 +130,7 @@ def load_generator(run_dir: str | Path, device: str | torch.device = "cpu") -> S
     try:
         network.load_state_dict(load(weights))
     except (SafetensorError, RuntimeError, OSError) as err:
-        raise GanforgeError(f"{weights_path} is corrupt or does not match {source} ({str(err).splitlines()[0][:200]})") from None
+        raise GanforgeError(f"{weights_path} is corrupt or does not match {source} ({first_line(err)})") from None
     return SampleableGenerator(network, spec).to(device)
 
 
@@ -186,7 +186,7 @@ def _build(spec: dict, spec_path: Path, device: str | torch.device) -> nn.Module
             raise GanforgeError(f"the network makes samples of shape {shape}, but sample_shape is {spec['sample_shape']}")
         return build_network(spec["class"], spec["config"])
     except (GanforgeError, TypeError, ValueError, RuntimeError) as err:
-        raise GanforgeError(f"{spec_path} cannot be rebuilt: {str(err).splitlines()[0][:200] if str(err) else type(err).__name__}") from None
+        raise GanforgeError(f"{spec_path} cannot be rebuilt: {first_line(err)}") from None
 
 
 # The most items (numbers, strings, lists, objects) a table run's layout and transform may hold.

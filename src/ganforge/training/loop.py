@@ -25,7 +25,7 @@ from ganforge.config import Config, resolve
 from ganforge.data import Dataset, load_dataset
 from ganforge.data.spec import parse_spec
 from ganforge.data.table import table_options
-from ganforge.errors import DistributedFailure, GanforgeError
+from ganforge.errors import DistributedFailure, GanforgeError, first_line
 from ganforge.evaluate import TrainingEvaluation
 from ganforge.tensorboard_events import TensorBoardEvents
 from ganforge.training.duties import DUTIES, Tick, agree_on_stop, diagnosis, roll_back_if_diverged
@@ -52,7 +52,7 @@ def train(config: Config, new: bool = False, progress: bool = True, say=print) -
     except RuntimeError as err:
         if not isinstance(err, dist.DistError) and not any(w in str(err) for w in ("Connection closed", "Gloo", "NCCL", "peer")):
             raise
-        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        first = first_line(err)
         raise DistributedFailure(
             f"lost contact with another training process ({first}); run the same command again to resume from the last checkpoint"
         ) from None

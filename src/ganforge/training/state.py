@@ -25,7 +25,7 @@ from ganforge.config import Config
 from ganforge.data import Dataset
 from ganforge.data.dataset import to_data_space
 from ganforge.ema import EMA, recalibrate_batchnorm
-from ganforge.errors import GanforgeError, TrainingDiverged
+from ganforge.errors import GanforgeError, TrainingDiverged, first_line
 from ganforge.evaluate import TrainingEvaluation, is_better
 from ganforge.export import SampleableGenerator, export_generator
 from ganforge.losses import get_loss
@@ -170,7 +170,7 @@ def compiled(module: nn.Module, mode: str, trial: Callable[[nn.Module], None], s
     try:
         trial(candidate)
     except Exception as err:  # a compiler failure can surface as any exception type
-        first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        first = first_line(err, 160)
         say(f"warning: torch.compile failed for the {type(_plain(module)).__name__} ({type(err).__name__}: {first}); it runs eagerly")
         return module
     return candidate
