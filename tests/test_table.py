@@ -182,3 +182,30 @@ def test_resumed_run_matches_an_uninterrupted_one(table_file, tmp_path, cli):
     assert cli("train", "--steps", "20", "--out", tmp_path / "resumed", *args).code == 0
     straight, resumed = (load_file(tmp_path / name / "generator.safetensors") for name in ("straight", "resumed"))
     assert straight.keys() == resumed.keys() and all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+def test_a_parquet_table_reads_as_the_same_table_in_csv(tmp_path):
+    """Parquet's own types map onto the CSV rules: int64 integers, float numbers, bool, timestamps, nulls missing."""
+    pa = pytest.importorskip("pyarrow")
+    import datetime as dt
+
+    import pyarrow.parquet as pq
+
+    rows = 60
+    data = {
+        "height": [10.5 + i % 7 if i % 11 else None for i in range(rows)],
+        "count": [i % 9 for i in range(rows)],
+        "colour": ["red" if i % 3 else "blue" for i in range(rows)],
+        "member": [bool(i % 2) for i in range(rows)],
+        "day": [dt.datetime(2024, 1, 1 + i % 28) for i in range(rows)],
+    }
+    pq.write_table(pa.table(data), tmp_path / "t.parquet")
+    table, meta = read_table(tmp_path / "t.parquet", TableOptions())
+    assert {name: meta[name]["type"] for name in data} == {
+        "height": "numeric", "count": "integer", "colour": "categorical", "member": "boolean", "day": "datetime"}
+    assert np.isnan(table["height"][0]) and table["height"][1] == 11.5 and table["count"][5] == 5
+    assert set(table["colour"]) == {"red", "blue"}
+    assert load_dataset(str(tmp_path / "t.parquet")).kind == "table"
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(GanforgeError, match=r"bad.parquet: cannot read table \("):
+        read_table(tmp_path / "bad.parquet", TableOptions())

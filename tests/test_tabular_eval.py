@@ -97,3 +97,19 @@ def test_bad_target_is_refused(tmp_path, cli):
 def test_reference_rows_decode_as_read(tmp_path):
     dataset = load_table(make_table(tmp_path / "t.csv"), TableOptions())
     assert quality(dataset.table, dataset.table, dataset.transform["columns"])["quality"] == pytest.approx(1.0)
+
+
+def test_eval_takes_a_target_and_held_out_rows_the_run_was_trained_without(tmp_path, cli):
+    data, test = make_table(tmp_path / "train.csv"), make_table(tmp_path / "test.csv", n=120, seed=1)
+    run = tmp_path / "run"
+    assert cli("train", "--data", data, "--steps", "4", "--out", run, *TINY_TABLE).code == 0
+    plain = json.loads(cli("eval", run).out)
+    assert "ml_efficacy" not in plain["metrics"]
+    record = json.loads(cli("eval", run, "--target", "colour", "--test-data", test).out)
+    assert 0 <= record["metrics"]["ml_efficacy"] <= 1 and "dcr_closer_share" in record["metrics"]
+    bad = cli("eval", run, "--target", "height")
+    assert bad.code == 2 and "target='height' is not a categorical column" in bad.err
+    digits = tmp_path / "digits"
+    assert cli("train", "--steps", "2", "--out", digits, "--quiet", "--checkpoint_every", "2", "--device", "cpu").code == 0
+    wrong = cli("eval", digits, "--target", "colour")
+    assert wrong.code == 2 and "--target colour applies to table runs" in wrong.err

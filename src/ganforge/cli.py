@@ -135,6 +135,9 @@ def _add_eval(commands) -> None:
     evaluate.add_argument("--features", default="auto", help="auto (default: by data), digits8, mnist28, inception, pixels or raw (vectors)")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the noise, the real subset and KID's subsets (default 0)")
     evaluate.add_argument("--real-baseline", action="store_true", help="also report each metric between two halves of the real data")
+    evaluate.add_argument("--target", metavar="COLUMN", help="tables: the categorical column ML efficacy predicts (default: the run's target=)")
+    evaluate.add_argument("--test-data", dest="test_data", metavar="FILE",
+                          help="tables: held-out real rows for ML efficacy and the privacy check (default: the run's test_data=)")
     evaluate.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     evaluate.add_argument("--cache-dir", help="folder for cached real-data features (default $GANFORGE_CACHE or ~/.cache/ganforge/eval)")
     evaluate.add_argument("--no-cache", action="store_true", help="compute real-data features afresh and store nothing")
@@ -335,7 +338,7 @@ def _eval(args: argparse.Namespace) -> int:
     cache = None if args.no_cache else Path(args.cache_dir) if args.cache_dir else cache_dir()
     record = evaluate_run(
         args.run_dir, n=args.n, metrics=metrics, features=args.features, seed=args.seed,
-        real_baseline=args.real_baseline, cache=cache, device=pick_device(args.device),
+        real_baseline=args.real_baseline, cache=cache, device=pick_device(args.device), target=args.target, test_data=args.test_data,
     )
     for note in record["notes"]:
         print(f"note: {note}", file=sys.stderr)

@@ -38,7 +38,7 @@ from ganforge.data.images import load_mnist
 from ganforge.data.load import load_dataset
 from ganforge.data.spec import parse_spec
 from ganforge.data.table import check_target, read_held_out, table_options
-from ganforge.errors import GanforgeError
+from ganforge.errors import GanforgeError, cut
 from ganforge.features import DigitClassifier, Extracted, PixelFeatures, extract, inception_features, load_classifier
 from ganforge.limits import check_count
 from ganforge.metrics import (
@@ -401,8 +401,11 @@ def reference_dataset(config: dict) -> Dataset:
 def evaluate_run(
     run_dir: str | Path, *, n: int | None = None, metrics: tuple[str, ...] | None = None, features: str = "auto",
     seed: int = 0, real_baseline: bool = False, cache: Path | None = None, device: str = "cpu",
+    target: str | None = None, test_data: str | None = None,
 ) -> dict:
     """Evaluates a run folder's exported generator; writes the result to eval.json and appends it to eval.jsonl.
+
+    `target` and `test_data` (tables) replace the run's own settings of those keys.
 
     Returns the record: run, step, data, reference, time, then `evaluate`'s keys.
     """
@@ -420,6 +423,11 @@ def evaluate_run(
             raise TypeError
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise GanforgeError(f"{run_dir / CONFIG} cannot be read ({type(err).__name__}): expected the config.json of a ganforge run") from None
+    for flag, key, value in (("--target", "target", target), ("--test-data", "test_data", test_data)):
+        if value is not None:
+            if generator.spec.get("transform", {}).get("kind") != "table":
+                raise GanforgeError(f"{flag} {cut(value)} applies to table runs, but {run_dir} was trained on data={cut(data)}")
+            config = {**config, key: value}
     real = reference_dataset(config)
     result = evaluate(generator, real, n=n, metrics=metrics, features=features, seed=seed, real_baseline=real_baseline, cache=cache, device=device)
     step = generator.spec.get("step")

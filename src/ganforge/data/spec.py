@@ -6,7 +6,7 @@
     stackedmnist:FOLDER     Stacked MNIST built from the MNIST files in FOLDER
     FOLDER                  a folder of images ("path")
     FILE.npy                a file of vectors or images ("path")
-    FILE.csv | .tsv | .data a table of mixed columns, or of numbers only: vectors ("path")
+    FILE.csv | .tsv | .data | .parquet  a table of mixed columns, or of numbers only: vectors ("path")
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ BUILTIN = (*MIXTURES, "digits")
 PREFIXES = ("mnist", "stackedmnist")  # sources written as PREFIX:FOLDER
 SPEC_HELP = (
     "ring8, grid25, digits, mnist:FOLDER, stackedmnist:FOLDER, an image folder, a .npy file of vectors or images, "
-    "or a table (.csv, .tsv, .data; numbers only: vectors)"
+    "or a table (.csv, .tsv, .data, .parquet; numbers only: vectors)"
 )
 
 

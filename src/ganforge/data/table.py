@@ -1,7 +1,8 @@
 """Tables of mixed columns: reading, typing each column, and the invertible map to the networks' space.
 
 A table is read from a delimited text file (`.csv`, `.tsv`, or headerless files like UCI's
-`adult.data` with `columns=` names and `header=false`). Each column gets a type:
+`adult.data` with `columns=` names and `header=false`), or from `.parquet` with pyarrow (its
+cells are typed by the same rules). Each column gets a type:
 
 - `numeric`, `integer`: numbers; `datetime`: ISO dates or times, handled as seconds;
 - `categorical`, `boolean`: a set of observed values.
@@ -26,7 +27,7 @@ from __future__ import annotations
 import csv
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -34,13 +35,13 @@ import torch
 from torch import Tensor
 
 from ganforge.data.dataset import Dataset
-from ganforge.errors import GanforgeError
+from ganforge.errors import GanforgeError, first_line
 
 TYPES = ("numeric", "integer", "categorical", "boolean", "datetime")
 DISCRETE = ("categorical", "boolean")
 MISSING = frozenset({"", "?", "na", "nan", "n/a", "null", "none"})  # compared stripped and lower-cased
 BOOLEAN_WORDS = frozenset({"true", "false", "yes", "no", "t", "f", "y", "n"})
-TABLE_SUFFIXES = (".csv", ".tsv", ".data", ".test", ".txt")
+TABLE_SUFFIXES = (".csv", ".tsv", ".data", ".test", ".txt", ".parquet")
 MIXTURE_MODES = 10  # at most this many modes per numeric column
 MIXTURE_SUBSAMPLE = 5_000  # values a column's mixture is fitted on, at most
 MODE_WEIGHT = 0.005  # modes lighter than this are dropped
@@ -88,6 +89,8 @@ def is_missing(cell: str) -> bool:
 
 def read_cells(path: Path, options: TableOptions) -> tuple[list[str], list[list[str]]]:
     """Column names and rows of stripped cells; a ragged row is an error naming its line."""
+    if path.suffix.lower() == ".parquet":
+        return _parquet_cells(path, options)
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
@@ -113,6 +116,36 @@ def read_cells(path: Path, options: TableOptions) -> tuple[list[str], list[list[
         if len(row) != width:
             raise GanforgeError(f"{path}: line {line} has {len(row)} cells: expected {width} like the first data row")
     return names, [row for _, row in rows]
+
+
+def _parquet_cells(path: Path, options: TableOptions) -> tuple[list[str], list[list[str]]]:
+    """A .parquet file's column names and its cells as text (nulls empty), typed by the same rules as a CSV's:
+    its integers read as integers, floats as numbers, booleans, timestamps as ISO dates."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise GanforgeError(f"{path}: reading .parquet needs pyarrow: pip install 'ganforge[parquet]'") from None
+    try:
+        data = pq.read_table(path)
+    except Exception as err:  # pyarrow's ArrowInvalid and OSError alike: not a readable parquet file
+        raise GanforgeError(f"{path}: cannot read table ({first_line(err)})") from None
+    names = options.columns or data.column_names
+    if len(names) != data.num_columns:
+        raise GanforgeError(f"columns= names {len(names)} columns but {path} has {data.num_columns}: expected one name per column")
+    if not data.num_rows:
+        raise GanforgeError(f"{path}: no data rows: expected one row per record")
+    if len(set(names)) != len(names):
+        raise GanforgeError(f"{path}: column names repeat ({', '.join(sorted({n for n in names if names.count(n) > 1}))}): expected unique names")
+    columns = [[_parquet_text(value) for value in column.to_pylist()] for column in data.columns]
+    return list(names), [list(row) for row in zip(*columns)]
+
+
+def _parquet_text(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    return str(value).strip()
 
 
 def _numbers(cells: list[str]) -> np.ndarray | None:
