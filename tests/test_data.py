@@ -413,9 +413,9 @@ def test_missing_and_unknown_data_specs(tmp_path):
         load_dataset(str(tmp_path / "missing.npy"))
     with pytest.raises(GanforgeError, match="neither a built-in dataset nor an existing path"):
         load_dataset("ring9")
-    (tmp_path / "data.parquet").write_bytes(b"PAR1")
+    (tmp_path / "data.h5").write_bytes(b"HDF5")
     with pytest.raises(GanforgeError, match="not a dataset this version reads"):
-        load_dataset(str(tmp_path / "data.parquet"))
+        load_dataset(str(tmp_path / "data.h5"))
 
 
 # --- batch sampler --------------------------------------------------------------------------
