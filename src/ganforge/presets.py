@@ -28,11 +28,12 @@ _DCGAN_IMAGES = dict(
 )
 
 # The modern recipe for images (after R3GAN): the relativistic pairing loss with R1 on real and R2 on
-# generated images (lazily, every 8th D step), Adam without momentum, and an EMA whose half-life is
-# counted in images and ramps up over the start, on the DCGAN networks; the residual pair (arch=resnet)
-# is a choice, slower per step on a CPU. Why these values: docs/studies/2026-12-04-image-recipe.md.
+# generated images (lazily, every 8th D step), Adam without momentum at five times DCGAN's learning
+# rate, and an EMA whose half-life is counted in images and ramps up over the start, on the DCGAN
+# networks; the residual pair (arch=resnet) is a choice, slower per step on a CPU. Why these values:
+# docs/studies/2026-12-04-image-recipe.md and docs/studies/2026-12-04-image-learning-rate.md.
 _IMAGE_RECIPE = dict(
-    loss="relativistic", r1_gamma=0.1, r2_gamma=0.1, r1_every=8, beta1=0.0, beta2=0.99, ema_kimg=10.0,
+    loss="relativistic", r1_gamma=0.1, r2_gamma=0.1, r1_every=8, lr_g=1e-3, lr_d=1e-3, beta1=0.0, beta2=0.99, ema_kimg=10.0,
 )
 
 PRESETS: dict[str, dict] = {
