@@ -74,7 +74,7 @@ class Config:
     pack: int | None = key(None, "PacGAN packing: samples the discriminator judges jointly")
     # Objective and optimisation
     loss: str | None = key(None, "the GAN loss (relativistic: D on D(x) - D(G(z)) of paired samples, G the mirror)", tuple(LOSSES))
-    gp_weight: float = key(0.0, "WGAN-GP gradient penalty weight (0: off)")
+    gp_weight: float | None = key(None, "WGAN-GP gradient penalty weight (0: off)")
     r1_gamma: float | None = key(None, "R1 penalty on real data, weighted gamma/2; 0 turns it off")
     r2_gamma: float | None = key(None, "R2 penalty on generated data, weighted gamma/2; 0 turns it off")
     r1_every: int | None = key(None, "lazy R1 and R2: apply the penalties on every Nth discriminator step, N times as strong")
@@ -332,8 +332,7 @@ def validate(config: Config) -> None:
         _require(value is None or 0 <= value < 1, key, value, "a number in [0, 1)")
     _require(config.ema_decay is None or 0 <= config.ema_decay < 1, "ema_decay", config.ema_decay, "a number in [0, 1)")
     _require(0 <= config.seed < 2**31, "seed", config.seed, "an integer from 0 to 2**31 - 1")
-    _require(0 <= config.gp_weight <= MAX_PENALTY, "gp_weight", config.gp_weight, f"a number from 0 to {MAX_PENALTY:g}")
-    for key in ("r1_gamma", "r2_gamma"):
+    for key in ("gp_weight", "r1_gamma", "r2_gamma"):
         value = getattr(config, key)
         _require(value is None or 0 <= value <= MAX_PENALTY, key, value, f"a number from 0 to {MAX_PENALTY:g}")
     _require(config.ema_kimg is None or 0 <= config.ema_kimg <= MAX_EMA_KIMG, "ema_kimg", config.ema_kimg, f"a number from 0 to {MAX_EMA_KIMG:g}")

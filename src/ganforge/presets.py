@@ -13,7 +13,7 @@ so a run that switches `arch` still gets a complete config.
 # discriminator narrower than the generator. Why each value: docs/studies/2026-11-28-mixture-presets.md.
 _MIXTURE = dict(
     arch="mlp", latent_dim=1, g_width=128, d_width=64, g_depth=4, d_depth=4, g_extra_layers=0, d_extra_layers=0,
-    g_norm="none", d_norm="none", d_mbstd=0, augment="none", groups=1, pack=1, loss="nonsaturating", r2_gamma=0.0, batch_size=512,
+    g_norm="none", d_norm="none", d_mbstd=0, augment="none", groups=1, pack=1, loss="nonsaturating", gp_weight=0.0, r2_gamma=0.0, batch_size=512,
     lr_g=1e-3, lr_d=1e-3, lr_decay=0.4, r1_every=8, beta1=0.0, beta2=0.9, ema_decay=0.999, ema_kimg=0.0, conditional=False,
     log_every=200, sample_every=2_000, best_metric="reverse_kl",
 )
@@ -22,7 +22,7 @@ _MIXTURE = dict(
 # settings; the base of the image presets.
 _DCGAN_IMAGES = dict(
     arch="conv", g_width=64, d_width=64, g_extra_layers=0, d_extra_layers=0, g_depth=3, d_depth=3,
-    g_norm="batch", d_norm="batch", d_mbstd=0, augment="none", groups=1, pack=1, loss="nonsaturating", r1_gamma=0.0, r2_gamma=0.0,
+    g_norm="batch", d_norm="batch", d_mbstd=0, augment="none", groups=1, pack=1, loss="nonsaturating", gp_weight=0.0, r1_gamma=0.0, r2_gamma=0.0,
     r1_every=1, ema_kimg=0.0, conditional=False, steps=10_000, batch_size=64, lr_g=2e-4, lr_d=2e-4, lr_decay=0.0, beta1=0.5,
     beta2=0.999, ema_decay=0.999, log_every=100, sample_every=1_000, checkpoint_every=2_000, best_metric="fd",
 )
@@ -44,7 +44,7 @@ PRESETS: dict[str, dict] = {
     # Vectors (.npy/.csv): plain MLPs with the DCGAN paper's optimiser settings.
     "vectors": dict(
         arch="mlp", g_width=256, d_width=256, g_depth=3, d_depth=3, g_extra_layers=0, d_extra_layers=0,
-        g_norm="none", d_norm="none", d_mbstd=0, augment="none", groups=1, pack=1, loss="nonsaturating", r1_gamma=0.0, r2_gamma=0.0,
+        g_norm="none", d_norm="none", d_mbstd=0, augment="none", groups=1, pack=1, loss="nonsaturating", gp_weight=0.0, r1_gamma=0.0, r2_gamma=0.0,
         r1_every=1, ema_kimg=0.0, conditional=False, steps=10_000, batch_size=128, lr_g=2e-4, lr_d=2e-4, lr_decay=0.0, beta1=0.5,
         beta2=0.999, ema_decay=0.999, log_every=200, sample_every=2_000, checkpoint_every=5_000, best_metric="fd",
     ),
@@ -54,7 +54,7 @@ PRESETS: dict[str, dict] = {
     # enough for readable digits in a couple of minutes on 2 CPU cores (docs/BENCHMARKS.md#the-default-job).
     "digits": dict(
         arch="conv", latent_dim=32, g_width=32, d_width=32, g_extra_layers=0, d_extra_layers=0, g_depth=3, d_depth=3,
-        g_norm="batch", d_norm="batch", d_mbstd=0, augment="none", groups=1, pack=1, loss="nonsaturating", r1_gamma=0.0, r2_gamma=0.0,
+        g_norm="batch", d_norm="batch", d_mbstd=0, augment="none", groups=1, pack=1, loss="nonsaturating", gp_weight=0.0, r1_gamma=0.0, r2_gamma=0.0,
         r1_every=1, ema_kimg=0.0, conditional=False, steps=10_000, batch_size=64, lr_g=2e-4, lr_d=2e-4, lr_decay=0.0, beta1=0.5,
         beta2=0.999, ema_decay=0.999, log_every=100, sample_every=1_000, checkpoint_every=1_000, best_metric="fd",
     ),
@@ -69,15 +69,15 @@ PRESETS["stackedmnist"] = dict(
 )
 
 # Tables of mixed columns (docs/TABLES.md): a residual MLP generator with BatchNorm and an MLP
-# discriminator over [row, condition], Adam at betas (0.5, 0.9) and batches of 500 rows, as CTGAN's,
-# but without packing (a packed discriminator did not learn that a category fixes a number), an EMA
-# with a horizon fit for short runs, and the steps that keep a fit of UCI Adult within minutes on a
-# CPU. The measurements: docs/BENCHMARKS-tabular.md.
+# discriminator over [row, condition] trained as a WGAN-GP critic, Adam at betas (0.5, 0.9) and
+# batches of 500 rows, as CTGAN's, but without packing (a packed discriminator did not learn that a
+# category fixes a number), an EMA with a horizon fit for short runs, and the steps that keep a fit
+# of UCI Adult within a few CPU minutes. The measurements: docs/BENCHMARKS-tabular.md.
 PRESETS["table"] = dict(
     arch="mlp", latent_dim=128, g_width=256, d_width=256, g_depth=2, d_depth=2, g_extra_layers=0, d_extra_layers=0,
-    g_norm="batch", d_norm="none", d_mbstd=0, augment="none", groups=1, pack=1, loss="nonsaturating", r1_gamma=0.0, r2_gamma=0.0,
-    r1_every=1, ema_kimg=0.0, conditional=False, steps=1_200, batch_size=500, lr_g=2e-4, lr_d=2e-4,
-    lr_decay=0.0, beta1=0.5, beta2=0.9, ema_decay=0.99, log_every=100, sample_every=1_000, checkpoint_every=1_000, best_metric="quality",
+    g_norm="batch", d_norm="none", d_mbstd=0, augment="none", groups=1, pack=1, loss="wasserstein", gp_weight=10.0, r1_gamma=0.0,
+    r2_gamma=0.0, r1_every=1, ema_kimg=0.0, conditional=False, steps=2_400, batch_size=500, lr_g=2e-4, lr_d=2e-4,
+    lr_decay=0.0, beta1=0.5, beta2=0.9, ema_decay=0.99, log_every=100, sample_every=1_000, checkpoint_every=1_200, best_metric="quality",
 )
 
 # How the flag help names each preset: the data that picks it (config.preset_name).
