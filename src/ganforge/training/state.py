@@ -361,11 +361,16 @@ class Trainer:
         """The generator to sample and export: the EMA (or live) weights with recalibrated BatchNorm."""
         config = self.config
         source = self.ema.average if self.ema is not None else self.generator
-        # A fresh plain network (no SyncBatchNorm, no wrapper) with the source's weights.
-        net = build_network(type(source).__name__, source.config).to(self.device)
-        net.load_state_dict(source.state_dict())
-        calibration = NoiseSampler(config.latent_dim, config.noise, self.device, seed=config.seed + SAMPLE_SEED_OFFSET + 1)
-        recalibrate_batchnorm(net, calibration, batch_size=max(config.batch_size, 64))
+        # Building the network (its initial weights) and a generator that draws its own randomness (a
+        # table's Gumbel noise) take torch's global RNG: a fork of it here, so when and how often a run
+        # exports does not change the training that follows.
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(config.seed + SAMPLE_SEED_OFFSET + 2)
+            # A fresh plain network (no SyncBatchNorm, no wrapper) with the source's weights.
+            net = build_network(type(source).__name__, source.config).to(self.device)
+            net.load_state_dict(source.state_dict())
+            calibration = NoiseSampler(config.latent_dim, config.noise, self.device, seed=config.seed + SAMPLE_SEED_OFFSET + 1)
+            recalibrate_batchnorm(net, calibration, batch_size=max(config.batch_size, 64))
         return net
 
     def save(self, run_dir: Path) -> nn.Module | None:
