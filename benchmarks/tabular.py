@@ -14,6 +14,7 @@ ganforge: create it with
 Usage:
     python benchmarks/tabular.py --systems ganforge ctgan --seeds 0 1 2
     python benchmarks/tabular.py --systems ganforge --seeds 0 --steps 500   # a quick look
+    python benchmarks/tabular.py --systems ganforge --keys loss=hinge --out runs/bench-tabular-hinge   # another setting
 
 `--fit-ctgan` is the child mode that runs inside .venv-ctgan; it imports only pandas and ctgan.
 """
@@ -77,11 +78,11 @@ def clean_test_file(out: Path) -> Path:
     return path
 
 
-def fit_ganforge(seed: int, out: Path, test: Path, steps: int | None) -> dict:
+def fit_ganforge(seed: int, out: Path, test: Path, steps: int | None, keys: list[str]) -> dict:
     """`ganforge train` on adult.data in its own process with one thread; the wall time is the fit time."""
     command = [sys.executable, "-m", "ganforge", "train", "--data", str(ADULT / "adult.data"), f"columns={COLUMNS}", "header=false",
                "target=income", f"test_data={test}", "--out", str(out), "--seed", str(seed), "threads=1", "--quiet", "--new"]
-    command += ["--steps", str(steps)] if steps else []
+    command += (["--steps", str(steps)] if steps else []) + keys
     start, cpu = time.perf_counter(), _children_cpu()
     subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     return {"fit_s": time.perf_counter() - start, "fit_cpu_s": _children_cpu() - cpu}
@@ -132,7 +133,7 @@ def ctgan_rows(run: Path) -> dict:
     return read_held_out(run / "samples.csv", TableOptions(header=True), real.transform)
 
 
-def run_seed(system: str, seed: int, out: Path, n: int, steps: int | None) -> dict:
+def run_seed(system: str, seed: int, out: Path, n: int, steps: int | None, keys: list[str]) -> dict:
     """Fits one system on one seed (unless its folder already holds the fit) and scores its rows."""
     run = out / f"{system}-seed{seed}"
     if system == "ctgan":
@@ -146,7 +147,7 @@ def run_seed(system: str, seed: int, out: Path, n: int, steps: int | None) -> di
         timings, rows = json.loads((run / "timings.json").read_text()), ctgan_rows(run)
     else:
         if not (run / "timings.json").is_file():
-            timings = {**fit_ganforge(seed, run, clean_test_file(out), steps), **setup_seconds()}
+            timings = {**fit_ganforge(seed, run, clean_test_file(out), steps, keys), **setup_seconds()}
             (run / "timings.json").write_text(json.dumps(timings))
         timings = json.loads((run / "timings.json").read_text())
         rows = ganforge_rows(run, n, seed)
@@ -182,6 +183,7 @@ def main() -> None:
     parser.add_argument("--systems", nargs="+", default=["ganforge", "ctgan"], choices=["ganforge", "ctgan", "real"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--steps", type=int, help="ganforge's training steps (default: the table preset's)")
+    parser.add_argument("--keys", nargs="+", default=[], metavar="KEY=VALUE", help="more ganforge config keys, e.g. loss=hinge (default: the preset's)")
     args, _ = parser.parse_known_args()
     if args.fit_ctgan:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -205,7 +207,7 @@ def main() -> None:
                             **score(load_table(ADULT / "adult.data", TableOptions(columns=COLUMNS.split(","), header=False)).table, 0)})
             continue
         for seed in args.seeds:
-            results.append(run_seed(system, seed, args.out, args.n, args.steps))
+            results.append(run_seed(system, seed, args.out, args.n, args.steps, args.keys))
             print(json.dumps(results[-1]), flush=True)
     report(results)
 
