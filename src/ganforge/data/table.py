@@ -110,8 +110,7 @@ def read_cells(path: Path, options: TableOptions) -> tuple[list[str], list[list[
     names = names or [f"column{j + 1}" for j in range(width)]
     if len(names) != width:
         raise GanforgeError(f"{path}: {len(names)} column names for rows of {width} cells: expected as many names as cells")
-    if len(set(names)) != len(names):
-        raise GanforgeError(f"{path}: column names repeat ({', '.join(sorted({n for n in names if names.count(n) > 1}))}): expected unique names")
+    _require_unique_names(path, names)
     for line, row in rows:
         if len(row) != width:
             raise GanforgeError(f"{path}: line {line} has {len(row)} cells: expected {width} like the first data row")
@@ -134,10 +133,14 @@ def _parquet_cells(path: Path, options: TableOptions) -> tuple[list[str], list[l
         raise GanforgeError(f"columns= names {len(names)} columns but {path} has {data.num_columns}: expected one name per column")
     if not data.num_rows:
         raise GanforgeError(f"{path}: no data rows: expected one row per record")
-    if len(set(names)) != len(names):
-        raise GanforgeError(f"{path}: column names repeat ({', '.join(sorted({n for n in names if names.count(n) > 1}))}): expected unique names")
+    _require_unique_names(path, names)
     columns = [[_parquet_text(value) for value in column.to_pylist()] for column in data.columns]
     return list(names), [list(row) for row in zip(*columns)]
+
+
+def _require_unique_names(path: Path, names: list[str]) -> None:
+    if len(set(names)) != len(names):
+        raise GanforgeError(f"{path}: column names repeat ({', '.join(sorted({n for n in names if names.count(n) > 1}))}): expected unique names")
 
 
 def _parquet_text(value) -> str:
