@@ -53,6 +53,13 @@ def subprocess_env() -> dict:
     return env
 
 
+def reap(process) -> None:
+    """Kills a child process a test started, if it is still running, and waits for it."""
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
 @dataclass
 class CliResult:
     code: int

@@ -47,7 +47,7 @@ from ganforge.export import load_generator
 from ganforge.losses import get_loss
 from ganforge.noise import NoiseSampler
 from ganforge.steps import discriminator_step, generator_step
-from helpers import PYTHON, TINY_CONV, TINY_MLP, assert_clean_error, read_metrics, ring8_args, subprocess_env, tree, write_sealed
+from helpers import PYTHON, TINY_CONV, TINY_MLP, assert_clean_error, read_metrics, reap, ring8_args, subprocess_env, tree, write_sealed
 
 # --- helpers --------------------------------------------------------------------------------
 
@@ -211,9 +211,7 @@ def train_with_kills(run: Path, args: list[str], plan: list[tuple[str, float, fl
                     plan.pop(0)
             _, err = process.communicate(timeout=300)
         finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+            reap(process)
         launches.append({"code": process.returncode, "err": err, "killed": killed})
         seen = max([seen, *logged_steps(run)])
         if process.returncode == 0:
@@ -287,9 +285,7 @@ def test_sigterm_saves_a_checkpoint_exits_130_and_the_same_command_resumes(cli, 
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=120)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        reap(process)
     assert process.returncode == 130, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert err.startswith("stopped at step ") and "run the same command again to resume" in err
@@ -1158,9 +1154,7 @@ def test_two_trainings_at_once_on_one_folder(tmp_path):
         first.send_signal(signal.SIGTERM)
         _, first_err = first.communicate(timeout=120)
     finally:
-        if first.poll() is None:
-            first.kill()
-            first.wait()
+        reap(first)
     assert second.returncode == 2 and second.stderr.strip().splitlines() == [
         f"ganforge: error: out='{run}' is in use by another ganforge run (process id {first.pid}): wait for it to end, or choose another --out"
     ]

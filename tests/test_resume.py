@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from ganforge.checkpoint import load_checkpoint
-from helpers import PYTHON, TINY_MLP, digits_args, read_metrics, ring8_args, subprocess_env
+from helpers import PYTHON, TINY_MLP, digits_args, read_metrics, reap, ring8_args, subprocess_env
 
 
 def test_training_longer_resumes_from_the_last_checkpoint(cli, copy_run, ring8_run):
@@ -130,8 +130,7 @@ def test_sigint_saves_a_checkpoint_and_the_same_command_resumes(cli, tmp_path):
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=120)
     finally:
-        if process.poll() is None:
-            process.kill()
+        reap(process)
     assert process.returncode == 130, err
     assert "Traceback" not in err
     assert "stopped at step" in err and "run the same command again to resume" in err
