@@ -1,4 +1,4 @@
-"""The shipped `mnist28` classifier's accuracy, measured on the real MNIST test set (not read from its record).
+"""The shipped MNIST classifiers' accuracy (`mnist28` and the second reader `mnist28b`), measured on the real MNIST test set (not read from its record).
 
 Needs ../shared/data/mnist beside the repository (the official IDX files); skipped where it is absent.
 """
@@ -17,10 +17,11 @@ MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 
 
 @pytest.mark.skipif(not (MNIST / "t10k-images-idx3-ubyte.gz").is_file(), reason=f"the MNIST test set is not at {MNIST}")
-def test_mnist28_reads_the_mnist_test_set_as_its_record_says():
+@pytest.mark.parametrize("name", ["mnist28", "mnist28b"])
+def test_mnist_classifiers_read_the_mnist_test_set_as_their_records_say(name):
     test = load_mnist(MNIST, split="test")
     assert len(test) == 10_000
-    classifier = load_classifier("mnist28")
+    classifier = load_classifier(name)
     with torch.no_grad():
         predictions = torch.cat([classifier(batch.float() / 255).argmax(1) for batch in test.samples.split(1000)])
     accuracy = (predictions == test.labels).double().mean().item()

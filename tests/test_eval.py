@@ -57,7 +57,7 @@ class Replay:
 # shipped classifiers
 
 
-@pytest.mark.parametrize(("name", "size", "dim"), [("digits8", 8, 64), ("mnist28", 28, 128)])
+@pytest.mark.parametrize(("name", "size", "dim"), [("digits8", 8, 64), ("mnist28", 28, 128), ("mnist28b", 28, 96)])
 def test_shipped_classifiers_load_and_give_features_and_probabilities(name, size, dim):
     classifier = load_classifier(name)
     assert classifier.info["test_accuracy"] >= 0.98
@@ -83,8 +83,15 @@ def test_classifier_input_is_fitted_to_its_size_and_grey():
 
 
 def test_unknown_classifier_is_a_clear_error():
-    with pytest.raises(GanforgeError, match="digits8, mnist28"):
+    with pytest.raises(GanforgeError, match="digits8, mnist28, mnist28b"):
         load_classifier("cifar")
+
+
+def test_the_second_mnist_reader_is_of_another_design_seed_and_augmentation():
+    first, second = load_classifier("mnist28"), load_classifier("mnist28b")
+    assert second.config["design"] == "strided" and "design" not in first.config
+    assert second.info["seed"] != first.info["seed"] and second.info["augmentation"].startswith("random affine")
+    assert {type(m) for m in second.modules()} - {type(m) for m in first.modules()}  # layers the first has not (GELU)
 
 
 def test_any_module_can_extract_features():
@@ -360,6 +367,7 @@ def test_mnist_benchmark_scripts_run(script, fake_mnist, tmp_path, monkeypatch, 
     runs = json.loads(report.read_text())["runs"]
     assert len(runs) == 1 and runs[0]["steps"] == 2
     assert script != "stacked_mnist" or runs[0]["pack"] == 1, "the stackedmnist preset does not pack"
+    assert script != "stacked_mnist" or runs[0]["second_reader"]["features"] == "mnist28b" and 0 < runs[0]["second_reader"]["modes"] <= 20
     table_header = {"mnist_quality": "| run | steps | fd |", "stacked_mnist": "| Method | modes (of 1,000) | KL |"}[script]
     assert table_header in capsys.readouterr().out
 

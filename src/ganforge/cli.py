@@ -132,7 +132,9 @@ def _add_eval(commands) -> None:
     evaluate.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by 'ganforge train'")
     evaluate.add_argument("--n", type=int, help="generated samples (default: 2,500 for mixtures, 26,000 for Stacked MNIST, else as many as real, <= 10,000)")
     evaluate.add_argument("--metrics", nargs="+", metavar="METRIC", help="fd, kid, precision_recall, density_coverage, classes, modes (default: by data)")
-    evaluate.add_argument("--features", default="auto", help="auto (default: by data), digits8, mnist28, inception, pixels or raw (vectors)")
+    evaluate.add_argument(
+        "--features", default="auto", help="auto (default: by data), digits8, mnist28, mnist28b (a second MNIST reader), inception, pixels or raw (vectors)"
+    )
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the noise, the real subset and KID's subsets (default 0)")
     evaluate.add_argument("--real-baseline", action="store_true", help="also report each metric between two halves of the real data")
     evaluate.add_argument("--target", metavar="COLUMN", help="tables: the categorical column ML efficacy predicts (default: the run's target=)")
@@ -247,7 +249,7 @@ def _check_before_launch(config: Config) -> None:
     from ganforge.data.table import table_options
 
     dataset = load_dataset(config.data, config.image_size, config.channels, config.on_bad_image, table_options(dataclasses.asdict(config)))
-    resolve(config, dataset.kind, dataset.sample_shape, parse_spec(config.data).name, len(dataset.class_names))
+    resolve(config, dataset.kind, dataset.sample_shape, parse_spec(config.data).name, len(dataset.class_names), len(dataset))
 
 
 def _sample(args: argparse.Namespace) -> int:

