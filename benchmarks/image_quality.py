@@ -4,7 +4,8 @@ Each setting trains `ganforge train --data DATA` in a subprocess with evaluation
 (`eval_every`, `eval_n` samples; the loop leaves evaluation time out of its training seconds) and
 is stopped (SIGINT: a clean save) once its training time passes the last mark. For each mark
 (minutes of training) the table shows the last evaluation at or before it: Fréchet distance,
-precision/recall and, for digit data, classes covered and class-histogram KL, in the features
+precision/recall and, for digit data, classes covered and class-histogram KL (and, for a
+conditional run, how often the classifier reads the requested class), in the features
 `ganforge eval` picks (`mnist28` for MNIST; Inception with `ganforge[inception]`, else pixels,
 for other images).
 
@@ -34,7 +35,7 @@ DCGAN = (
     "batch_size=64,lr_g=0.0002,lr_d=0.0002,beta1=0.5,beta2=0.999,ema_decay=0.999,ema_kimg=0,augment=none"
 )
 SETTINGS = {"default": "", "dcgan": DCGAN}
-COLUMNS = ("fd", "precision", "recall", "classes_covered", "class_kl")
+COLUMNS = ("fd", "precision", "recall", "classes_covered", "class_kl", "class_accuracy")  # those the runs report
 NEVER = 10**8  # steps: the run stops on time, never on its step count
 
 
@@ -88,7 +89,9 @@ def at_marks(records: list[dict], minutes: list[float]) -> dict[float, dict]:
 
 
 def markdown(results: dict[str, dict[int, dict]], minutes: list[float]) -> str:
-    header = ["setting", "minutes", "seeds", "steps", *COLUMNS]
+    rows = [row for by_seed in results.values() for table in by_seed.values() for row in table.values()]
+    columns = [column for column in COLUMNS if any(column in row for row in rows)]
+    header = ["setting", "minutes", "seeds", "steps", *columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, by_seed in results.items():
         for mark in minutes:
@@ -96,7 +99,7 @@ def markdown(results: dict[str, dict[int, dict]], minutes: list[float]) -> str:
             if not rows:
                 continue
             cells = [name, f"{mark:g}", ", ".join(map(str, by_seed)), "/".join(str(r["step"]) for r in rows)]
-            for column in COLUMNS:
+            for column in columns:
                 values = [r[column] for r in rows if column in r]
                 mean, se = mean_se(values) if values else (float("nan"), float("nan"))
                 cells.append(f"{mean:.4g}" + (f" ± {se:.2g}" if len(values) > 1 else ""))

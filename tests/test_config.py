@@ -172,6 +172,23 @@ def test_resolve_fills_every_auto_value_the_networks_use(layer, kind, shape, nam
         assert (config.channels, config.image_size) == (shape[0], shape[-1])
 
 
+def test_an_image_set_under_thirty_thousand_is_augmented_with_an_adaptive_probability():
+    def resolved(size, **layer):
+        return resolve(make_config({"data": "photos/", **layer}), "images", (3, 32, 32), "photos", size=size)
+
+    small, large = resolved(10_000), resolved(60_000)
+    assert (small.augment, small.ada_target) == ("translation,cutout,color", 0.6)
+    assert (large.augment, large.ada_target) == ("none", 0.0)
+    assert {k: v for k, v in dataclasses.asdict(small).items() if k not in ("augment", "ada_target")} == {
+        k: v for k, v in dataclasses.asdict(large).items() if k not in ("augment", "ada_target")
+    }
+    assert resolved(None).augment == "none"  # a size not known: the larger sets' preset
+    assert resolved(10_000, augment="none").augment == "none"
+    assert resolved(10_000, ada_target="0").ada_target == 0.0  # always augment
+    digits = resolve(make_config({"data": "digits"}), "images", (1, 8, 8), "digits", size=1797)
+    assert digits.augment == "none"  # the built-in set keeps its own preset
+
+
 @pytest.mark.parametrize(("layer", "kind", "shape", "name", "preset", "unused"), CASES[:1] + CASES[3:4], ids=["ring8", "digits"])
 def test_resolve_fills_every_none(layer, kind, shape, name, preset, unused):
     """Every key is concrete, except the image keys for vector data, where they do not apply, threads, eval_n and how tables are read."""
@@ -268,7 +285,10 @@ def test_flag_help_reads_the_auto_values_from_the_presets(monkeypatch, capsys):
     monkeypatch.setenv("COLUMNS", "1000")
     with pytest.raises(SystemExit):
         main(["train", "--help"])
-    expected = "(auto: 128 for other vectors and Stacked MNIST, 96 for other images and digits, 500 for tables, else 512)"
+    expected = (
+        "(auto: 128 for other vectors and Stacked MNIST, 96 for other images and digits, 64 for image sets under 30,000, "
+        "500 for tables, else 512)"
+    )
     assert f"samples per batch (real and generated); the global batch under torchrun {expected}" in capsys.readouterr().out
 
 

@@ -25,7 +25,7 @@ from ganforge.errors import GanforgeError, cut, first_line
 from ganforge.losses import LOSSES
 from ganforge.nets import ARCHITECTURES, D_NORMS, NORMS, conv_layout, mbstd_group
 from ganforge.noise import DISTRIBUTIONS
-from ganforge.presets import PRESETS, auto_values, shown_value
+from ganforge.presets import PRESETS, SMALL_IMAGE_SET, auto_values, shown_value
 
 
 def key(default: object, help: str, choices: tuple | None = None):
@@ -66,6 +66,12 @@ class Config:
     augment: str | None = key(
         None, "DiffAugment for the discriminator: none, or a comma list of translation, cutout and color, applied to real and "
         "generated images in both steps (differentiable, so G learns through it)"
+    )
+    ada_target: float | None = key(
+        None, "adaptive augmentation (ADA): each augment operation reaches each image with a probability that rises while D "
+        "tells the real images it trains on from generated ones more surely than this (the mean sign of D(x), or of "
+        "D(x) - D(G(z)) for the relativistic and wasserstein losses; 0 is chance, 1 complete) and falls while less; "
+        "0: always applied"
     )
     conditional: bool | None = key(
         None, "true: class-conditional generator and discriminator, trained on the data's labels (class sub-folders, MNIST label "
@@ -152,7 +158,7 @@ DERIVED = ("world_size", "batch_per_process")
 # Keys added after run folders were saved, with the value that computes what those runs did:
 # a saved config.json without one reads as that value, so an older run still resumes.
 ADDED_KEYS = {
-    "d_mbstd": 0, "groups": 1, "r2_gamma": 0.0, "ema_kimg": 0.0, "augment": "none", "conditional": False,
+    "d_mbstd": 0, "groups": 1, "r2_gamma": 0.0, "ema_kimg": 0.0, "augment": "none", "ada_target": 0.0, "conditional": False,
     "table": None, "columns": None, "header": None, "column_types": None, "target": None, "test_data": None,
 }
 
@@ -335,6 +341,8 @@ def validate(config: Config) -> None:
     for key in ("gp_weight", "r1_gamma", "r2_gamma"):
         value = getattr(config, key)
         _require(value is None or 0 <= value <= MAX_PENALTY, key, value, f"a number from 0 to {MAX_PENALTY:g}")
+    ada = config.ada_target
+    _require(ada is None or 0 <= ada < 1, "ada_target", ada, "a number from 0 (always augment) up to but not including 1")
     _require(config.ema_kimg is None or 0 <= config.ema_kimg <= MAX_EMA_KIMG, "ema_kimg", config.ema_kimg, f"a number from 0 to {MAX_EMA_KIMG:g}")
     if config.augment is not None:
         parse_policy(config.augment)
@@ -360,24 +368,29 @@ def validate(config: Config) -> None:
             _require(mbstd_group(config.d_mbstd, rows) is not None, "d_mbstd", config.d_mbstd, f"a divisor of batch_size / pack = {rows}")
 
 
-def preset_name(config: Config, kind: str, sample_shape: tuple[int, ...]) -> str:
-    """The preset for this data: its own for the built-in data and Stacked MNIST, else one per kind."""
+def preset_name(config: Config, kind: str, sample_shape: tuple[int, ...], size: int | None = None) -> str:
+    """The preset for this data: its own for the built-in data and Stacked MNIST, else one per kind,
+    and for images one for sets of fewer than SMALL_IMAGE_SET (`size`: how many the data holds)."""
     if kind == "table":
         return "table"
     spec = parse_spec(config.data)
     if spec.builtin or spec.source == "stackedmnist":
         return spec.name
-    return "images" if kind == "images" else "vectors"
+    if kind == "images":
+        return "small_images" if size is not None and size < SMALL_IMAGE_SET else "images"
+    return "vectors"
 
 
-def resolve(config: Config, kind: str, sample_shape: tuple[int, ...], run_name: str, classes: int | None = None) -> Config:
-    """Fills every auto (None) field from the preset for this data; returns a new Config.
+def resolve(
+    config: Config, kind: str, sample_shape: tuple[int, ...], run_name: str, classes: int | None = None, size: int | None = None
+) -> Config:
+    """Fills every auto (None) field from the preset for this data (`size`: how many examples it holds); returns a new Config.
 
     Only `image_size` and `channels` stay None, for vector data, where they do not apply,
     `eval_n`, which the evaluation picks from the size of the reference data, and `threads`,
     left to torch (one per core, or OMP_NUM_THREADS).
     """
-    preset = PRESETS[preset_name(config, kind, sample_shape)]
+    preset = PRESETS[preset_name(config, kind, sample_shape, size)]
     values = dataclasses.asdict(config)
     for key, value in preset.items():
         if values[key] is None:

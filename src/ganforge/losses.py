@@ -28,6 +28,9 @@ class GanLoss:
     probabilistic: bool
     # True when the generator's loss compares D(G(z)) with D(x), so its step needs a real batch.
     needs_real: bool = False
+    # True when only differences of logits mean something (a critic, a relativistic D): a logit's
+    # sign alone says nothing of how D judged it.
+    relative: bool = False
 
 
 def _d_cross_entropy(real: Tensor, fake: Tensor) -> Tensor:
@@ -42,7 +45,7 @@ LOSSES = {
         GanLoss("minimax", lambda fake, real=None: -F.softplus(fake).mean(), _d_cross_entropy, True),
         # G minimises -log D(G(z)) = softplus(-fake): strong gradients when D wins.
         GanLoss("nonsaturating", lambda fake, real=None: F.softplus(-fake).mean(), _d_cross_entropy, True),
-        GanLoss("wasserstein", lambda fake, real=None: -fake.mean(), lambda real, fake: fake.mean() - real.mean(), False),
+        GanLoss("wasserstein", lambda fake, real=None: -fake.mean(), lambda real, fake: fake.mean() - real.mean(), False, relative=True),
         GanLoss(
             "hinge",
             lambda fake, real=None: -fake.mean(),
@@ -65,6 +68,7 @@ LOSSES = {
             lambda real, fake: F.softplus(-(real - fake)).mean(),
             False,
             needs_real=True,
+            relative=True,
         ),
     )
 }

@@ -14,7 +14,7 @@ so a run that switches `arch` still gets a complete config.
 _MIXTURE = dict(
     arch="mlp", latent_dim=1, g_width=128, d_width=64, g_depth=4, d_depth=4, g_extra_layers=0, d_extra_layers=0,
     g_norm="none", d_norm="none", d_mbstd=0, augment="none", groups=1, pack=1, loss="nonsaturating", gp_weight=0.0, r2_gamma=0.0, batch_size=512,
-    lr_g=1e-3, lr_d=1e-3, lr_decay=0.4, r1_every=8, beta1=0.0, beta2=0.9, ema_decay=0.999, ema_kimg=0.0, conditional=False,
+    ada_target=0.0, lr_g=1e-3, lr_d=1e-3, lr_decay=0.4, r1_every=8, beta1=0.0, beta2=0.9, ema_decay=0.999, ema_kimg=0.0, conditional=False,
     log_every=200, sample_every=2_000, best_metric="reverse_kl",
 )
 
@@ -23,7 +23,7 @@ _MIXTURE = dict(
 _DCGAN_IMAGES = dict(
     arch="conv", g_width=64, d_width=64, g_extra_layers=0, d_extra_layers=0, g_depth=3, d_depth=3,
     g_norm="batch", d_norm="batch", d_mbstd=0, augment="none", groups=1, pack=1, loss="nonsaturating", gp_weight=0.0, r1_gamma=0.0, r2_gamma=0.0,
-    r1_every=1, ema_kimg=0.0, conditional=False, steps=10_000, batch_size=64, lr_g=2e-4, lr_d=2e-4, lr_decay=0.0, beta1=0.5,
+    ada_target=0.0, r1_every=1, ema_kimg=0.0, conditional=False, steps=10_000, batch_size=64, lr_g=2e-4, lr_d=2e-4, lr_decay=0.0, beta1=0.5,
     beta2=0.999, ema_decay=0.999, log_every=100, sample_every=1_000, checkpoint_every=2_000, best_metric="fd",
 )
 
@@ -45,17 +45,21 @@ PRESETS: dict[str, dict] = {
     "vectors": dict(
         arch="mlp", g_width=256, d_width=256, g_depth=3, d_depth=3, g_extra_layers=0, d_extra_layers=0,
         g_norm="none", d_norm="none", d_mbstd=0, augment="none", groups=1, pack=1, loss="nonsaturating", gp_weight=0.0, r1_gamma=0.0, r2_gamma=0.0,
-        r1_every=1, ema_kimg=0.0, conditional=False, steps=10_000, batch_size=128, lr_g=2e-4, lr_d=2e-4, lr_decay=0.0, beta1=0.5,
+        ada_target=0.0, r1_every=1, ema_kimg=0.0, conditional=False, steps=10_000, batch_size=128, lr_g=2e-4, lr_d=2e-4, lr_decay=0.0, beta1=0.5,
         beta2=0.999, ema_decay=0.999, log_every=200, sample_every=2_000, checkpoint_every=5_000, best_metric="fd",
     ),
     # Other images and MNIST: the DCGAN networks trained with the modern recipe above.
     "images": dict(_DCGAN_IMAGES, **_IMAGE_RECIPE),
+    # The same for image sets of fewer than SMALL_IMAGE_SET images, where a discriminator can come to
+    # memorise its training images: DiffAugment's three operations, each reaching an image with ADA's
+    # adaptive probability, which stays near 0 until D separates real from generated images too surely.
+    "small_images": dict(_DCGAN_IMAGES, **_IMAGE_RECIPE, augment="translation,cutout,color", ada_target=0.6),
     # scikit-learn's 8x8 digits, the default job: a slim DCGAN pair (2x2 -> 4x4 -> 8x8), trained long
     # enough for readable digits in a couple of minutes on 2 CPU cores (docs/BENCHMARKS.md#the-default-job).
     "digits": dict(
         arch="conv", latent_dim=32, g_width=32, d_width=32, g_extra_layers=0, d_extra_layers=0, g_depth=3, d_depth=3,
         g_norm="batch", d_norm="batch", d_mbstd=0, augment="none", groups=1, pack=1, loss="nonsaturating", gp_weight=0.0, r1_gamma=0.0, r2_gamma=0.0,
-        r1_every=1, ema_kimg=0.0, conditional=False, steps=10_000, batch_size=64, lr_g=2e-4, lr_d=2e-4, lr_decay=0.0, beta1=0.5,
+        ada_target=0.0, r1_every=1, ema_kimg=0.0, conditional=False, steps=10_000, batch_size=64, lr_g=2e-4, lr_d=2e-4, lr_decay=0.0, beta1=0.5,
         beta2=0.999, ema_decay=0.999, log_every=100, sample_every=1_000, checkpoint_every=1_000, best_metric="fd",
     ),
 }
@@ -75,13 +79,19 @@ PRESETS["stackedmnist"] = dict(
 # of UCI Adult within a few CPU minutes. The measurements: docs/BENCHMARKS-tabular.md.
 PRESETS["table"] = dict(
     arch="mlp", latent_dim=128, g_width=256, d_width=256, g_depth=2, d_depth=2, g_extra_layers=0, d_extra_layers=0,
-    g_norm="batch", d_norm="none", d_mbstd=0, augment="none", groups=1, pack=1, loss="wasserstein", gp_weight=10.0, r1_gamma=0.0,
+    g_norm="batch", d_norm="none", d_mbstd=0, augment="none", ada_target=0.0, groups=1, pack=1, loss="wasserstein", gp_weight=10.0, r1_gamma=0.0,
     r2_gamma=0.0, r1_every=1, ema_kimg=0.0, conditional=False, steps=2_400, batch_size=500, lr_g=2e-4, lr_d=2e-4,
     lr_decay=0.0, beta1=0.5, beta2=0.9, ema_decay=0.99, log_every=100, sample_every=1_000, checkpoint_every=1_200, best_metric="quality",
 )
 
+# Image sets smaller than this get the small_images preset (augmentation with an adaptive probability).
+SMALL_IMAGE_SET = 30_000
+
 # How the flag help names each preset: the data that picks it (config.preset_name).
-_PRESET_LABELS = {"images": "other images", "vectors": "other vectors", "stackedmnist": "Stacked MNIST", "table": "tables"}
+_PRESET_LABELS = {
+    "images": "other images", "small_images": "image sets under 30,000", "vectors": "other vectors", "stackedmnist": "Stacked MNIST",
+    "table": "tables",
+}
 
 
 def shown_value(value) -> str:

@@ -276,6 +276,10 @@ def training_figures(runs: list[Run]) -> str:
     skipped = _log_series(runs, [("skipped_steps", "skipped steps")])
     if any(_finite(y) and y > 0 for s in skipped for _, y in s.points):
         figures.append(figure("skipped_steps", "Steps skipped for NaN/Inf (running total)", [line_plot(skipped, "step", "steps")], skipped))
+    adaptive = _log_series(runs, [("augment_p", "augmentation probability")])
+    if any(_finite(y) for s in adaptive for _, y in s.points):
+        caption = "The adaptive augmentation probability (ADA): it rises while D separates real from generated images too surely"
+        figures.append(figure("augment_p", caption, [line_plot(adaptive, "step", "probability")], adaptive))
     return f'<div class="figures">{"".join(figures)}</div>'
 
 

@@ -82,6 +82,7 @@ def log(run: Run, tick: Tick) -> None:
     run.log.write({
         "step": tick.step, "d_loss": d_loss, "g_loss": g_loss, "d_real": d_real, "d_fake": d_fake,
         "seconds": round(seconds, 3), "steps_per_s": round(steps_per_s, 2), "skipped_steps": run.trainer.skipped_steps,
+        **({"augment_p": round(float(run.trainer.adaptive.p), 4)} if run.trainer.adaptive is not None else {}),
     })
     run.bar.update(tick.step - run.bar.n)
     if count:

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ganforge import distributed
-from ganforge.augment import AugmentedDiscriminator, parse_policy
+from ganforge.augment import AdaptiveProbability, AugmentedDiscriminator, parse_policy
 from ganforge.checkpoint import save_checkpoint, write_checkpoint
 from ganforge.config import Config
 from ganforge.data import Dataset
@@ -266,13 +266,19 @@ class Trainer:
         self.skipped = torch.zeros((), dtype=torch.long, device=device)  # steps skipped for NaN/Inf, on the device
 
     def _augment_discriminator(self, config: Config, device: torch.device) -> None:
-        """With `augment`, D sees every batch (real and generated, in both steps, penalties included) augmented."""
+        """With `augment`, D sees every batch (real and generated, in both steps, penalties included) augmented:
+        with probability `adaptive.p` per operation and image when `ada_target` is set, else always."""
         policy = parse_policy(config.augment)
         self.augment_rng = torch.Generator(device=device)
         self.augment_rng.manual_seed(config.seed + 2)
+        self.adaptive = None
+        if policy and config.ada_target:
+            self.adaptive = AdaptiveProbability(
+                config.ada_target, config.batch_size, self.loss.relative, device, distributed.all_reduce_mean
+            )
         if policy:
             self.d_run, self.d_frozen, self.d_train = (
-                AugmentedDiscriminator(d, policy, self.augment_rng) for d in (self.d_run, self.d_frozen, self.d_train)
+                AugmentedDiscriminator(d, policy, self.augment_rng, self.adaptive) for d in (self.d_run, self.d_frozen, self.d_train)
             )
 
     def _players(self, labels: Tensor | None) -> Players:
@@ -321,6 +327,7 @@ class Trainer:
             "ema": self.ema.average.state_dict() if self.ema is not None else None,
             "noise": self.noise.state_dict(),
             "augment_rng": self.augment_rng.get_state(),
+            "augment_p": self.adaptive.state_dict() if self.adaptive is not None else None,
             "sampler": self.sampler.state_dict(),
             "torch_rng": torch.get_rng_state(),
         }
@@ -342,6 +349,8 @@ class Trainer:
             self.augment_rng.set_state(state.get("augment_rng", self.augment_rng.get_state()))
         except RuntimeError:  # RNG states differ between device types (e.g. cuda -> cpu)
             self.augment_rng.manual_seed(self.config.seed + 2 + self.step)
+        if self.adaptive is not None:
+            self.adaptive.load_state_dict(state["augment_p"])
         try:
             self.noise.load_state_dict(state["noise"])
         except RuntimeError:  # RNG states differ between device types (e.g. cuda -> cpu)
@@ -458,6 +467,8 @@ class Trainer:
                 r2_gamma=config.r2_gamma * lazy,
             )
             applied = _both(applied, d_out.applied)
+            if self.adaptive is not None:
+                self.adaptive.observe(d_out.real_logits, d_out.fake_logits)
         g_out = generator_step(  # with the last D step's reals (and their classes), for a loss that compares
             players.g_run, players.d_frozen, self.g_optimizer, self.loss, self.local_noise, self.local_batch, skip_nonfinite,
             speed.autocast, speed.g_scaler, real=real,
