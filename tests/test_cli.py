@@ -40,7 +40,8 @@ def test_train_writes_a_complete_run_folder(request, fixture, steps, width, log_
     run: Path = request.getfixturevalue(fixture)
 
     config = json.loads((run / "config.json").read_text())
-    assert (config.pop("world_size"), config.pop("batch_per_process")) == (1, 16), "derived values are recorded"
+    derived = (config.pop("world_size"), config.pop("batch_per_process"), config.pop("precision_used"))
+    assert derived == (1, 16, "fp32"), "derived values are recorded"
     Config(**config)  # every other key is a Config field
     assert config["steps"] == steps and config["out"] == str(run) and config["device"] == "cpu"
     assert config["batch_size"] == 16 and config["g_width"] == config["d_width"] == width

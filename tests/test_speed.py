@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -21,8 +22,10 @@ from ganforge.data import load_dataset
 from ganforge.errors import GanforgeError
 from ganforge.losses import get_loss
 from ganforge.noise import NoiseSampler
+from ganforge.presets import PRESETS
 from ganforge.steps import discriminator_step, generator_step
 from ganforge.training.state import PRECISIONS, Trainer, pick_device
+from helpers import digits_args
 
 TINY = {"device": "cpu", "batch_size": 16, "g_width": 4, "d_width": 4, "ema_decay": 0.9}
 
@@ -65,7 +68,7 @@ def weights(trainer: Trainer) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize(
     ("key", "value", "expected"),
     [
-        ("precision", "fp8", "precision='fp8' is invalid: expected one of fp32, bf16, fp16"),
+        ("precision", "fp8", "precision='fp8' is invalid: expected one of fast, fp32, bf16, fp16"),
         ("compile", "fast", "compile='fast' is invalid: expected one of off, on, graphs"),
         ("channels_last", "maybe", "channels_last='maybe' is invalid: expected true or false"),
         ("threads", "0", "threads=0 is invalid: expected an integer >= 1"),
@@ -126,6 +129,31 @@ def test_fp16_refused_where_autocast_cannot_run():
 
 
 # --- precision ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("capabilities", "expected"), [({"avx512_bf16": True}, "bf16"), ({"amx_bf16": True}, "bf16"), ({}, "fp32")])
+def test_fast_precision_is_bf16_only_on_a_cpu_that_computes_it_natively(monkeypatch, capabilities, expected):
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: capabilities)
+    fast = resolve(make_config({"data": "photos/"}), "images", (3, 32, 32), "photos")
+    assert fast.precision == "fast"
+    assert trainer_module.resolve_speed(fast, torch.device("cpu")).precision == expected
+    for chosen in ("fp32", "bf16"):  # a precision asked for is the one used
+        assert trainer_module.resolve_speed(dataclasses.replace(fast, precision=chosen), torch.device("cpu")).precision == chosen
+    assert trainer_module.native_bf16(torch.device("meta")) is False
+
+
+def test_the_image_presets_run_fast_and_the_small_networks_in_fp32():
+    """bf16 pays where the networks are large enough to be compute bound (MNIST-sized conv nets: docs/BENCHMARKS.md)."""
+    assert {name: preset["precision"] for name, preset in PRESETS.items()} == {
+        "ring8": "fp32", "grid25": "fp32", "vectors": "fp32", "images": "fast", "small_images": "fast", "digits": "fp32",
+        "stackedmnist": "fast", "table": "fp32",
+    }
+
+
+def test_a_run_records_the_precision_it_used(cli, tmp_path):
+    run = tmp_path / "run"
+    assert cli(*digits_args(run, 2, "--precision", "bf16")).code == 0
+    assert json.loads((run / "config.json").read_text())["precision_used"] == "bf16"
 
 
 # After 5 iterations from the same start, a low-precision player's distance to the fp32 run, as a fraction of

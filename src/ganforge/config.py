@@ -27,6 +27,9 @@ from ganforge.nets import ARCHITECTURES, D_NORMS, NORMS, conv_layout, mbstd_grou
 from ganforge.noise import DISTRIBUTIONS
 from ganforge.presets import PRESETS, SMALL_IMAGE_SET, auto_values, shown_value
 
+# fast: bf16 where the device computes it natively, else fp32 (resolved on the device: training.state.resolve_speed).
+PRECISION_CHOICES = ("fast", "fp32", "bf16", "fp16")
+
 
 def key(default: object, help: str, choices: tuple | None = None):
     """A config field: its default, its flag help and (for a key of a few values) its allowed values.
@@ -102,7 +105,10 @@ class Config:
         False, "true: synchronised BatchNorm across GPUs under torchrun (false: per-process statistics, averaged across processes before sampling and saving)"
     )
     # Speed: how the same computation runs (resolved once by the Trainer)
-    precision: str = key("fp32", "autocast for the networks; losses and penalties stay fp32", ("fp32", "bf16", "fp16"))
+    precision: str | None = key(
+        None, "autocast for the networks; losses and penalties stay fp32 (fast: bf16 where the device has bf16 arithmetic, a CUDA GPU "
+        "of compute capability 8.0 or later or a CPU with AVX512-BF16 or AMX, else fp32)", PRECISION_CHOICES
+    )
     compile: str = key("off", "torch.compile each network (on), also with CUDA graphs (graphs); eager where compiling fails", ("off", "on", "graphs"))
     channels_last: bool | None = key(None, "conv nets: NHWC memory layout (auto: on for conv nets)")
     threads: int | None = key(
@@ -153,7 +159,7 @@ RESUMABLE_CHANGES = {
 
 # Values config.json records beside the config, derived at run time: a config file may
 # hold them (a saved config.json is a valid config file); they are recomputed, not read.
-DERIVED = ("world_size", "batch_per_process")
+DERIVED = ("world_size", "batch_per_process", "precision_used")
 
 # Keys added after run folders were saved, with the value that computes what those runs did:
 # a saved config.json without one reads as that value, so an older run still resumes.

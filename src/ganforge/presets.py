@@ -14,7 +14,7 @@ so a run that switches `arch` still gets a complete config.
 _MIXTURE = dict(
     arch="mlp", latent_dim=1, g_width=128, d_width=64, g_depth=4, d_depth=4, g_extra_layers=0, d_extra_layers=0,
     g_norm="none", d_norm="none", d_mbstd=0, augment="none", groups=1, pack=1, loss="nonsaturating", gp_weight=0.0, r2_gamma=0.0, batch_size=512,
-    ada_target=0.0, lr_g=1e-3, lr_d=1e-3, lr_decay=0.4, r1_every=8, beta1=0.0, beta2=0.9, ema_decay=0.999, ema_kimg=0.0, conditional=False,
+    ada_target=0.0, precision="fp32", lr_g=1e-3, lr_d=1e-3, lr_decay=0.4, r1_every=8, beta1=0.0, beta2=0.9, ema_decay=0.999, ema_kimg=0.0, conditional=False,
     log_every=200, sample_every=2_000, best_metric="reverse_kl",
 )
 
@@ -23,7 +23,7 @@ _MIXTURE = dict(
 _DCGAN_IMAGES = dict(
     arch="conv", g_width=64, d_width=64, g_extra_layers=0, d_extra_layers=0, g_depth=3, d_depth=3,
     g_norm="batch", d_norm="batch", d_mbstd=0, augment="none", groups=1, pack=1, loss="nonsaturating", gp_weight=0.0, r1_gamma=0.0, r2_gamma=0.0,
-    ada_target=0.0, r1_every=1, ema_kimg=0.0, conditional=False, steps=10_000, batch_size=64, lr_g=2e-4, lr_d=2e-4, lr_decay=0.0, beta1=0.5,
+    ada_target=0.0, precision="fp32", r1_every=1, ema_kimg=0.0, conditional=False, steps=10_000, batch_size=64, lr_g=2e-4, lr_d=2e-4, lr_decay=0.0, beta1=0.5,
     beta2=0.999, ema_decay=0.999, log_every=100, sample_every=1_000, checkpoint_every=2_000, best_metric="fd",
 )
 
@@ -34,6 +34,7 @@ _DCGAN_IMAGES = dict(
 # docs/studies/2026-12-04-image-recipe.md and docs/studies/2026-12-04-image-learning-rate.md.
 _IMAGE_RECIPE = dict(
     loss="relativistic", r1_gamma=0.1, r2_gamma=0.1, r1_every=8, lr_g=1e-3, lr_d=1e-3, beta1=0.0, beta2=0.99, ema_kimg=10.0,
+    precision="fast",
 )
 
 PRESETS: dict[str, dict] = {
@@ -46,6 +47,7 @@ PRESETS: dict[str, dict] = {
         arch="mlp", g_width=256, d_width=256, g_depth=3, d_depth=3, g_extra_layers=0, d_extra_layers=0,
         g_norm="none", d_norm="none", d_mbstd=0, augment="none", groups=1, pack=1, loss="nonsaturating", gp_weight=0.0, r1_gamma=0.0, r2_gamma=0.0,
         ada_target=0.0, r1_every=1, ema_kimg=0.0, conditional=False, steps=10_000, batch_size=128, lr_g=2e-4, lr_d=2e-4, lr_decay=0.0, beta1=0.5,
+        precision="fp32",
         beta2=0.999, ema_decay=0.999, log_every=200, sample_every=2_000, checkpoint_every=5_000, best_metric="fd",
     ),
     # Other images and MNIST: the DCGAN networks trained with the modern recipe above.
@@ -60,6 +62,7 @@ PRESETS: dict[str, dict] = {
         arch="conv", latent_dim=32, g_width=32, d_width=32, g_extra_layers=0, d_extra_layers=0, g_depth=3, d_depth=3,
         g_norm="batch", d_norm="batch", d_mbstd=0, augment="none", groups=1, pack=1, loss="nonsaturating", gp_weight=0.0, r1_gamma=0.0, r2_gamma=0.0,
         ada_target=0.0, r1_every=1, ema_kimg=0.0, conditional=False, steps=10_000, batch_size=64, lr_g=2e-4, lr_d=2e-4, lr_decay=0.0, beta1=0.5,
+        precision="fp32",
         beta2=0.999, ema_decay=0.999, log_every=100, sample_every=1_000, checkpoint_every=1_000, best_metric="fd",
     ),
 }
@@ -69,7 +72,8 @@ PRESETS: dict[str, dict] = {
 # Why each value: docs/studies/2026-11-28-stacked-mnist-preset.md and
 # docs/studies/2026-11-29-stacked-mnist-no-packing.md; the benchmark: benchmarks/stacked_mnist.py.
 PRESETS["stackedmnist"] = dict(
-    _DCGAN_IMAGES, pack=1, batch_size=128, steps=15_000, lr_d=4e-4, lr_decay=0.3, r1_gamma=1.0, r1_every=16, best_metric="kl"
+    _DCGAN_IMAGES, pack=1, batch_size=128, steps=15_000, lr_d=4e-4, lr_decay=0.3, r1_gamma=1.0, r1_every=16, best_metric="kl",
+    precision="fast",
 )
 
 # Tables of mixed columns (docs/TABLES.md): a residual MLP generator with BatchNorm and an MLP
@@ -80,6 +84,7 @@ PRESETS["stackedmnist"] = dict(
 PRESETS["table"] = dict(
     arch="mlp", latent_dim=128, g_width=256, d_width=256, g_depth=2, d_depth=2, g_extra_layers=0, d_extra_layers=0,
     g_norm="batch", d_norm="none", d_mbstd=0, augment="none", ada_target=0.0, groups=1, pack=1, loss="wasserstein", gp_weight=10.0, r1_gamma=0.0,
+    precision="fp32",
     r2_gamma=0.0, r1_every=1, ema_kimg=0.0, conditional=False, steps=2_400, batch_size=500, lr_g=2e-4, lr_d=2e-4,
     lr_decay=0.0, beta1=0.5, beta2=0.9, ema_decay=0.99, log_every=100, sample_every=1_000, checkpoint_every=1_200, best_metric="quality",
 )

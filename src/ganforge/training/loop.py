@@ -100,7 +100,7 @@ def _start(config: Config, dataset: Dataset, device: torch.device, new: bool, pr
     trainer = Trainer(config, dataset, device, say)
     evaluation = TrainingEvaluation(config, device) if config.eval_every and distributed.is_main() else None
     run_dir = Path(config.out)
-    extra = {"world_size": distributed.world_size(), "batch_per_process": trainer.local_batch}
+    extra = {"world_size": distributed.world_size(), "batch_per_process": trainer.local_batch, "precision_used": trainer.speed.precision}
     state = _prepare_everywhere(run_dir, config, new, say, extra, trainer)
     dataset.to(device)
     if state is not None:

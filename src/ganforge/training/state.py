@@ -80,12 +80,13 @@ PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float
 class Speed:
     """How the networks run on a device, resolved once from the config.
 
-    `autocast` wraps every forward pass (`nullcontext()` for fp32); `g_scaler`/`d_scaler` are
-    GradScalers for fp16 (else None); `fused_adam` picks Adam's fused kernel (which also skips
+    `precision` is the config's with fast resolved for the device; `autocast` wraps every
+    forward pass (`nullcontext()` for fp32); `g_scaler`/`d_scaler` are GradScalers for fp16 (else None); `fused_adam` picks Adam's fused kernel (which also skips
     a non-finite update on the device, without a host wait) over its foreach kernel (other
     devices).
     """
 
+    precision: str  # fp32, bf16 or fp16
     autocast: AbstractContextManager
     g_scaler: torch.amp.GradScaler | None
     d_scaler: torch.amp.GradScaler | None
@@ -97,9 +98,28 @@ class Speed:
     iteration_begins: Callable[[], None]
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bf16 in hardware: a CUDA GPU of compute capability 8.0 or later, or a CPU with
+    AVX512-BF16 or AMX (elsewhere bf16 is emulated, slower than fp32)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device) >= (8, 0)
+    if device.type == "cpu":
+        capabilities = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+        return bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
+    return False
+
+
+def resolve_precision(config: Config, device: torch.device) -> str:
+    """`precision` as it runs on `device`: fast is bf16 where the device computes it natively, else fp32."""
+    if config.precision == "fast":
+        return "bf16" if native_bf16(device) else "fp32"
+    return config.precision or "fp32"
+
+
 def resolve_speed(config: Config, device: torch.device) -> Speed:
     """The fastest way to run `config` on `device` that computes the same thing; refuses what cannot run."""
-    dtype = PRECISIONS[config.precision]
+    precision = resolve_precision(config, device)
+    dtype = PRECISIONS[precision]
     if device.type == "cuda":
         # TF32 matrix units for fp32 matmuls and convolutions: fp32 range, 10-bit mantissa.
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -108,10 +128,11 @@ def resolve_speed(config: Config, device: torch.device) -> Speed:
         if dtype is torch.bfloat16 and not torch.cuda.is_bf16_supported():
             raise GanforgeError(f"precision=bf16 is not supported by {torch.cuda.get_device_name(device)}: use precision=fp16 or fp32")
     elif dtype is not torch.float32 and device.type not in ("cpu", "mps"):
-        raise GanforgeError(f"precision={config.precision} is not available on device {device}: use precision=fp32")
+        raise GanforgeError(f"precision={precision} is not available on device {device}: use precision=fp32")
     autocast = torch.autocast(device.type, dtype=dtype) if dtype is not torch.float32 else FP32
     scalers = [torch.amp.GradScaler(device.type) if dtype is torch.float16 else None for _ in range(2)]
     return Speed(
+        precision=precision,
         autocast=autocast,
         g_scaler=scalers[0],
         d_scaler=scalers[1],
