@@ -271,7 +271,7 @@ def _sample(args: argparse.Namespace) -> int:
     generator = load_generator(args.run_dir, device)
     shape = tuple(generator.spec["sample_shape"])
     check_count("--n", args.n, 1, MAX_SAMPLES, shape, device)
-    if generator.spec["transform"]["kind"] == "table":
+    if generator.makes_rows:
         return _sample_table(generator, args, out)
     if args.where:
         raise GanforgeError(f"--where {args.where[0]}: conditions apply to tables, but {args.run_dir} generates {generator.spec['transform']['kind']} data")

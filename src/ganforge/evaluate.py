@@ -424,7 +424,7 @@ def evaluate_run(
         raise GanforgeError(f"{run_dir / CONFIG} cannot be read ({type(err).__name__}): expected the config.json of a ganforge run") from None
     for flag, key, value in (("--target", "target", target), ("--test-data", "test_data", test_data)):
         if value is not None:
-            if generator.spec["transform"].get("kind") != "table":
+            if not generator.makes_rows:
                 raise GanforgeError(f"{flag} {cut(value)} applies to table runs, but {run_dir} was trained on data={cut(data)}")
             config = {**config, key: value}
     real = reference_dataset(config)

@@ -47,6 +47,11 @@ class SampleableGenerator(nn.Module):
     def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
         return self.network(z) if labels is None else self.network(z, labels)
 
+    @property
+    def makes_rows(self) -> bool:
+        """Whether this generator makes table rows (its transform is a table's)."""
+        return self.spec["transform"].get("kind") == "table"
+
     def class_index(self, name: str | int) -> int:
         """A class's label from its name or number, or a clear error naming the classes there are."""
         if not self.classes:

@@ -81,9 +81,9 @@ class Speed:
     """How the networks run on a device, resolved once from the config.
 
     `precision` is the config's with fast resolved for the device; `autocast` wraps every
-    forward pass (`nullcontext()` for fp32); `g_scaler`/`d_scaler` are GradScalers for fp16 (else None); `fused_adam` picks Adam's fused kernel (which also skips
-    a non-finite update on the device, without a host wait) over its foreach kernel (other
-    devices).
+    forward pass (`nullcontext()` for fp32); `g_scaler`/`d_scaler` are GradScalers for fp16
+    (else None); `fused_adam` picks Adam's fused kernel (which also skips a non-finite update
+    on the device, without a host wait) over its foreach kernel (other devices).
     """
 
     precision: str  # fp32, bf16 or fp16
