@@ -189,3 +189,20 @@ def test_the_image_quality_benchmark_reads_each_mark_from_the_last_evaluation_be
     assert marks == {5: {"step": 100, "seconds": 250.0, "fd": 9.0}, 10: {"step": 200, "seconds": 590.0, "fd": 5.0},
                      20: {"step": 300, "seconds": 900.0, "fd": 3.0}}
     assert bench.at_marks(records, [1]) == {}
+
+
+def test_a_run_keeps_its_settings_when_a_later_preset_changes(cli, tmp_path, monkeypatch):
+    """A run resumes with the values it started with, not refused because a preset moved on; --new takes the new ones."""
+    from ganforge import presets
+
+    run = tmp_path / "run"
+    assert cli(*digits_args(run, 5)).code == 0
+    started = json.loads((run / "config.json").read_text())
+    monkeypatch.setitem(presets.PRESETS, "digits", {**presets.PRESETS["digits"], "lr_g": 0.0123, "augment": "translation"})
+    resumed = cli(*digits_args(run, 10))
+    assert resumed.code == 0 and "from step 5" in resumed.err
+    config = json.loads((run / "config.json").read_text())
+    assert (config["lr_g"], config["augment"]) == (started["lr_g"], started["augment"]) != (0.0123, "translation")
+    assert cli(*digits_args(run, 10), "--lr_g", "0.5").code == 2  # a key given differently is still a different run
+    assert cli(*digits_args(run, 3), "--new").code == 0
+    assert json.loads((run / "config.json").read_text())["lr_g"] == 0.0123

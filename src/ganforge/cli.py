@@ -210,7 +210,7 @@ def _train(args: argparse.Namespace, argv: list[str]) -> int:
         raise GanforgeError(f"--nproc {cut(str(args.nproc), 40)} is invalid: expected an integer from 1 to {most} (the devices of this machine)")
     config = _config(args)
     if args.nproc > 1 and not distributed.launched():
-        _check_before_launch(config)
+        _check_before_launch(config, args.new)
         return _launch(args.nproc, _without_nproc(argv))
     try:
         train(config, new=args.new, progress=not args.quiet, say=lambda m: print(m, file=sys.stderr))
@@ -240,16 +240,18 @@ def _most_processes() -> int:
     return max(torch.cuda.device_count(), os.cpu_count() or 1)
 
 
-def _check_before_launch(config: Config) -> None:
+def _check_before_launch(config: Config, new: bool) -> None:
     """What would refuse the run in every process is found once, here, before torchrun starts them:
     the config's values, the data spec and the data, and the config resolved for that data."""
     from ganforge.config import resolve
     from ganforge.data import load_dataset
     from ganforge.data.spec import parse_spec
     from ganforge.data.table import table_options
+    from ganforge.rundir import keep_run_settings
 
     dataset = load_dataset(config.data, config.image_size, config.channels, config.on_bad_image, table_options(dataclasses.asdict(config)))
-    resolve(config, dataset.kind, dataset.sample_shape, parse_spec(config.data).name, len(dataset.class_names), len(dataset))
+    name = parse_spec(config.data).name
+    resolve(keep_run_settings(config, name, new), dataset.kind, dataset.sample_shape, name, len(dataset.class_names), len(dataset))
 
 
 def _sample(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 from ganforge.checkpoint import atomic_write, checkpoint_mismatch, list_checkpoints, load_checkpoint
-from ganforge.config import Config, diff
+from ganforge.config import ADDED_KEYS, RESUMABLE_CHANGES, Config, diff, validate
 from ganforge.errors import GanforgeError
 from ganforge.export import exported_step
 
@@ -67,6 +67,36 @@ def prepare(run_dir: Path, config: Config, new: bool, say, extra: dict | None = 
     if (run_dir / METRICS).is_file():
         atomic_write(run_dir / METRICS, lambda f: f.write("".join(kept).encode()))
     return state
+
+
+def keep_run_settings(config: Config, run_name: str, new: bool) -> Config:
+    """`config` with each auto key the run in its folder was started with set to that run's value.
+
+    A run keeps its settings: resumed by a later ganforge whose presets changed, it goes on as it
+    began instead of being refused as a different config. Keys that only steer a run
+    (RESUMABLE_CHANGES) stay auto. With `new`, without a readable config.json of a run, or with
+    saved values that are not valid, `config` comes back as it is (`saved_config` then judges it).
+    """
+    if new:
+        return config
+    path = Path(config.out or Path("runs") / run_name) / CONFIG
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return config
+    if not isinstance(saved, dict):
+        return config
+    saved = {**ADDED_KEYS, **saved}
+    kept = {
+        f.name: saved[f.name] for f in dataclasses.fields(Config)
+        if getattr(config, f.name) is None and f.name not in RESUMABLE_CHANGES and saved.get(f.name) is not None
+    }
+    try:
+        settled = dataclasses.replace(config, **kept)
+        validate(settled)
+    except (GanforgeError, TypeError, ValueError):
+        return config
+    return settled
 
 
 def saved_config(run_dir: Path, config: Config) -> dict:

@@ -65,7 +65,8 @@ def _train(config: Config, new: bool, progress: bool, say, device: torch.device 
     skipped_files = dataset.info.get("skipped_files", [])
     if skipped_files:
         say(f"warning: skipped {len(skipped_files)} unreadable image file(s) (on_bad_image=skip), e.g. {skipped_files[0]}")
-    config = resolve(config, dataset.kind, dataset.sample_shape, parse_spec(config.data).name, len(dataset.class_names), len(dataset))
+    name = parse_spec(config.data).name
+    config = resolve(rundir.keep_run_settings(config, name, new), dataset.kind, dataset.sample_shape, name, len(dataset.class_names), len(dataset))
     device = device or pick_device(config.device)
     with torch_threads(cpu_threads(config, device)), runlock.hold(Path(config.out), distributed.is_main()):
         run = _start(config, dataset, device, new, progress, say)
