@@ -243,15 +243,12 @@ def _most_processes() -> int:
 def _check_before_launch(config: Config, new: bool) -> None:
     """What would refuse the run in every process is found once, here, before torchrun starts them:
     the config's values, the data spec and the data, and the config resolved for that data."""
-    from ganforge.config import resolve
     from ganforge.data import load_dataset
-    from ganforge.data.spec import parse_spec
     from ganforge.data.table import table_options
-    from ganforge.rundir import keep_run_settings
+    from ganforge.training.loop import resolve_for
 
     dataset = load_dataset(config.data, config.image_size, config.channels, config.on_bad_image, table_options(dataclasses.asdict(config)))
-    name = parse_spec(config.data).name
-    resolve(keep_run_settings(config, name, new), dataset.kind, dataset.sample_shape, name, len(dataset.class_names), len(dataset))
+    resolve_for(config, dataset, new)
 
 
 def _sample(args: argparse.Namespace) -> int:

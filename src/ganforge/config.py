@@ -387,6 +387,11 @@ def preset_name(config: Config, kind: str, sample_shape: tuple[int, ...], size: 
     return "vectors"
 
 
+def default_out(run_name: str) -> str:
+    """The run folder when `out` is auto: runs/NAME, NAME from the data spec."""
+    return str(Path("runs") / run_name)
+
+
 def resolve(
     config: Config, kind: str, sample_shape: tuple[int, ...], run_name: str, classes: int | None = None, size: int | None = None
 ) -> Config:
@@ -417,7 +422,7 @@ def resolve(
         # Lower than the data's dimension, as the generator maps a thin latent space onto the data.
         values["latent_dim"] = max(1, min(100, dim // 8 if kind == "images" else dim // 2))
     if values["out"] is None:
-        values["out"] = str(Path("runs") / run_name)
+        values["out"] = default_out(run_name)
     if values["channels_last"] is None:
         values["channels_last"] = values["arch"] == "conv"
     if values["checkpoint_every"] > values["steps"]:

@@ -54,7 +54,7 @@ from ganforge.metrics import (
 
 FEATURE_METRICS = ("fd", "kid", "precision_recall", "density_coverage")
 METRICS = (*FEATURE_METRICS, "classes", "modes")
-FEATURES = ("auto", "digits8", "mnist28", "mnist28b", "inception", "pixels", "raw")
+FEATURES = ("auto", *CLASSIFIERS, "inception", "pixels", "raw")
 MAX_REFERENCE = 10_000  # real samples used at most (a seeded subset of larger datasets)
 MIXTURE_SAMPLES, STACKED_SAMPLES = 2_500, 26_000  # the PacGAN protocol's sample counts
 EVAL_JSON, EVAL_HISTORY = "eval.json", "eval.jsonl"

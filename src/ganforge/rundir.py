@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 from ganforge.checkpoint import atomic_write, checkpoint_mismatch, list_checkpoints, load_checkpoint
-from ganforge.config import ADDED_KEYS, RESUMABLE_CHANGES, Config, diff, validate
+from ganforge.config import ADDED_KEYS, RESUMABLE_CHANGES, Config, default_out, diff, validate
 from ganforge.errors import GanforgeError
 from ganforge.export import exported_step
 
@@ -79,7 +79,7 @@ def keep_run_settings(config: Config, run_name: str, new: bool) -> Config:
     """
     if new:
         return config
-    path = Path(config.out or Path("runs") / run_name) / CONFIG
+    path = Path(config.out or default_out(run_name)) / CONFIG
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError):

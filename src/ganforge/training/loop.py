@@ -60,13 +60,18 @@ def train(config: Config, new: bool = False, progress: bool = True, say=print) -
         distributed.close()
 
 
+def resolve_for(config: Config, dataset: Dataset, new: bool) -> Config:
+    """`config` resolved for `dataset`: on a resume (not `new`), auto keys first take the run's own values."""
+    name = parse_spec(config.data).name
+    return resolve(rundir.keep_run_settings(config, name, new), dataset.kind, dataset.sample_shape, name, len(dataset.class_names), len(dataset))
+
+
 def _train(config: Config, new: bool, progress: bool, say, device: torch.device | None) -> Path:
     dataset = load_dataset(config.data, config.image_size, config.channels, config.on_bad_image, table_options(dataclasses.asdict(config)))
     skipped_files = dataset.info.get("skipped_files", [])
     if skipped_files:
         say(f"warning: skipped {len(skipped_files)} unreadable image file(s) (on_bad_image=skip), e.g. {skipped_files[0]}")
-    name = parse_spec(config.data).name
-    config = resolve(rundir.keep_run_settings(config, name, new), dataset.kind, dataset.sample_shape, name, len(dataset.class_names), len(dataset))
+    config = resolve_for(config, dataset, new)
     device = device or pick_device(config.device)
     with torch_threads(cpu_threads(config, device)), runlock.hold(Path(config.out), distributed.is_main()):
         run = _start(config, dataset, device, new, progress, say)

@@ -293,14 +293,13 @@ class Trainer:
         self.augment_rng = torch.Generator(device=device)
         self.augment_rng.manual_seed(config.seed + 2)
         self.adaptive = None
-        if policy and config.ada_target:
-            self.adaptive = AdaptiveProbability(
-                config.ada_target, config.batch_size, self.loss.relative, device, distributed.all_reduce_mean
-            )
-        if policy:
-            self.d_run, self.d_frozen, self.d_train = (
-                AugmentedDiscriminator(d, policy, self.augment_rng, self.adaptive) for d in (self.d_run, self.d_frozen, self.d_train)
-            )
+        if not policy:
+            return
+        if config.ada_target:
+            self.adaptive = AdaptiveProbability(config.ada_target, config.batch_size, self.loss.relative, device, distributed.all_reduce_mean)
+        self.d_run, self.d_frozen, self.d_train = (
+            AugmentedDiscriminator(d, policy, self.augment_rng, self.adaptive) for d in (self.d_run, self.d_frozen, self.d_train)
+        )
 
     def _players(self, labels: Tensor | None) -> Players:
         """The networks the steps call; in a conditional run, bound to the batch's class labels (generated
