@@ -160,6 +160,11 @@ def checkpoint_mismatch(state: dict, name_step: int, trainer=None) -> str | None
         problem = _optimizer_mismatch(state[key], getattr(trainer, key))
         if problem:
             return f"does not fit this run's {key} ({problem})"
+    if trainer.config.clusters:
+        clusters = state.get("clusters")
+        if not (isinstance(clusters, torch.Tensor) and clusters.shape == trainer.labels.shape and not clusters.is_floating_point()
+                and len(clusters) and 0 <= int(clusters.min()) and int(clusters.max()) < trainer.config.clusters):
+            return f"holds no cluster of each of the {len(trainer.labels)} training images in 0..{trainer.config.clusters - 1}"
     return None
 
 

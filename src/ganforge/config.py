@@ -80,6 +80,11 @@ class Config:
         None, "true: class-conditional generator and discriminator, trained on the data's labels (class sub-folders, MNIST label "
         "files, digits); sample a class with `ganforge sample --class`"
     )
+    clusters: int | None = key(
+        None, "self-conditioning for unconditional images: G and D are conditioned on this many k-means clusters of the "
+        "training images' pixels, found once before training (no labels used); samples draw each cluster as often as the "
+        "data holds it; 0 turns it off"
+    )
     pack: int | None = key(None, "PacGAN packing: samples the discriminator judges jointly")
     # Objective and optimisation
     loss: str | None = key(None, "the GAN loss (relativistic: D on D(x) - D(G(z)) of paired samples, G the mirror)", tuple(LOSSES))
@@ -165,7 +170,7 @@ DERIVED = ("world_size", "batch_per_process", "precision_used")
 # a saved config.json without one reads as that value, so an older run still resumes.
 ADDED_KEYS = {
     "d_mbstd": 0, "groups": 1, "r2_gamma": 0.0, "ema_kimg": 0.0, "augment": "none", "ada_target": 0.0, "conditional": False,
-    "table": None, "columns": None, "header": None, "column_types": None, "target": None, "test_data": None,
+    "clusters": 0, "table": None, "columns": None, "header": None, "column_types": None, "target": None, "test_data": None,
 }
 
 _TYPES = typing.get_type_hints(Config)
@@ -180,6 +185,7 @@ MAXIMA = {
     "steps": 1_000_000_000, "batch_size": 1_048_576, "d_steps_per_g_step": 100, "log_every": 1_000_000_000,
     "sample_every": 1_000_000_000, "checkpoint_every": 1_000_000_000, "keep_checkpoints": 1000,
     "max_nonfinite_steps": 1_000_000_000, "eval_every": 1_000_000_000, "eval_n": 1_000_000, "threads": 1024, "groups": 1024,
+    "clusters": 4096,
 }
 # The largest penalty weight: beyond it the penalty alone decides every step.
 MAX_PENALTY = 1e6
@@ -354,6 +360,8 @@ def validate(config: Config) -> None:
         parse_policy(config.augment)
     _require(config.d_mbstd in (None, 0) or config.d_mbstd >= 2, "d_mbstd", config.d_mbstd, "0 (off) or a group size >= 2")
     _require_range("d_mbstd", config.d_mbstd, 0)
+    _require(config.clusters in (None, 0) or config.clusters >= 2, "clusters", config.clusters, "0 (off) or a number of clusters >= 2")
+    _require_range("clusters", config.clusters, 0)
     _require(config.lr_decay is None or 0 <= config.lr_decay <= 1, "lr_decay", config.lr_decay, "a fraction in [0, 1]")
     _require_range("eval_n", config.eval_n, MIN_EVAL_SAMPLES)
     _require(config.best_metric in (None, *BEST_METRICS), "best_metric", config.best_metric, "one of " + ", ".join(BEST_METRICS))
@@ -410,6 +418,7 @@ def resolve(
         values["arch"] = preset["arch"]
     if values["conditional"]:
         _check_conditional(config.data, values, classes)
+    _check_clusters(config, values, size)
     if kind == "images":
         values["channels"] = sample_shape[0]
         values["image_size"] = sample_shape[-1]
@@ -454,6 +463,26 @@ def _check_conditional(data: str, values: dict, classes: int | None) -> None:
         raise GanforgeError(f"conditional=true needs arch=conv or resnet, not arch={values['arch']}")
     if values["pack"] != 1:
         raise GanforgeError(f"conditional=true needs pack=1 (a packed row mixes classes), not pack={values['pack']}")
+
+
+def _check_clusters(config: Config, values: dict, size: int | None) -> None:
+    """Self-conditioning needs an unconditional run of conv or resnet networks without packing, and no more
+    clusters than images. The preset's value yields to a run that cannot take it; a value the user set is refused."""
+    problem = None
+    if values["conditional"]:
+        problem = "a conditional run is conditioned on its labels: set conditional=false"
+    elif values["arch"] not in ("conv", "resnet"):
+        problem = f"self-conditioning needs arch=conv or resnet, not arch={values['arch']}"
+    elif values["pack"] != 1:
+        problem = f"self-conditioning needs pack=1 (a packed row mixes clusters), not pack={values['pack']}"
+    if problem is None or not values["clusters"]:
+        if size is not None and values["clusters"] > size:
+            raise GanforgeError(f"clusters={values['clusters']} is more than the {size} examples of data={shown(config.data)}: expected at most {size}")
+        return
+    if config.clusters is None:
+        values["clusters"] = 0
+        return
+    raise GanforgeError(f"clusters={config.clusters} cannot be used here: {problem}, or clusters=0")
 
 
 def diff(saved: dict, current: Config) -> list[str]:

@@ -34,7 +34,9 @@ class SampleableGenerator(nn.Module):
     `forward(z)` is the network (model space); `sample(n, seed)` draws z and returns n
     samples in data space: images as float (n, c, h, w) in [0, 1], vectors in their
     original units (n, dim). A class-conditional generator (`classes`: its class names)
-    takes `labels`, and draws its classes in turn without them.
+    takes `labels`, and draws its classes in turn without them. A self-conditioned one
+    (`clusters`: how many training images each cluster held) draws its clusters at those
+    frequencies.
     """
 
     def __init__(self, network: nn.Module, spec: dict) -> None:
@@ -43,6 +45,7 @@ class SampleableGenerator(nn.Module):
         self.spec = spec
         self.latent_dim = spec["noise"]["latent_dim"]
         self.classes: list[str] = list(spec.get("classes") or [])
+        self.clusters: list[int] = list(spec.get("clusters") or [])
 
     def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
         return self.network(z) if labels is None else self.network(z, labels)
@@ -69,9 +72,17 @@ class SampleableGenerator(nn.Module):
         if labels is not None:
             self.class_index(0)  # refuses labels for a generator without classes
             labels = torch.as_tensor(labels, dtype=torch.long, device=device).expand(n)
+        elif self.clusters:
+            labels = cluster_draw(self.clusters, n, seed).to(device)
         noise = NoiseSampler(self.latent_dim, self.spec["noise"]["distribution"], device, seed)
         chunks = [self.forward(noise(min(batch_size, n - i)), None if labels is None else labels[i : i + batch_size]) for i in range(0, n, batch_size)]
         return to_data_space(torch.cat(chunks), self.spec["transform"])
+
+
+def cluster_draw(counts: list[int], n: int, seed: int) -> Tensor:
+    """n cluster labels drawn at the frequencies `counts` gives, from their own stream for `seed`."""
+    stream = torch.Generator().manual_seed(seed)
+    return torch.multinomial(torch.tensor(counts, dtype=torch.float64), n, replacement=True, generator=stream)
 
 
 def export_generator(run_dir: Path, generator: nn.Module, spec: dict) -> None:
@@ -220,6 +231,10 @@ def spec_problem(spec: object) -> str | None:
             isinstance(value, list) and all(_count(d, 1, MAX_DIM) for d in value))
         if isinstance(value, bool) or not (plain or structured and _json_sized(value, MAX_JSON_ITEMS)):
             return f"config {shown(key)}={shown(value)} is invalid"
+    clusters = spec.get("clusters") or []
+    if clusters and not (isinstance(clusters, list) and len(clusters) == spec["config"].get("classes")
+                         and all(_count(c, 0, 2**62) for c in clusters) and sum(clusters) > 0):
+        return f"clusters {shown(clusters)} is not a count of images for each of the network's {shown(spec['config'].get('classes'))} classes"
     return _transform_problem(spec["transform"], shape)
 
 

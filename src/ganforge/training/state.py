@@ -10,6 +10,7 @@ never branch on these.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from ganforge.augment import AdaptiveProbability, AugmentedDiscriminator, parse_
 from ganforge.checkpoint import save_checkpoint, write_checkpoint
 from ganforge.config import Config
 from ganforge.data import Dataset
+from ganforge.data.clusters import cluster_labels
 from ganforge.data.dataset import to_data_space
 from ganforge.ema import EMA, recalibrate_batchnorm
 from ganforge.errors import GanforgeError, TrainingDiverged, first_line
@@ -205,7 +207,7 @@ def build_networks(config: Config, dataset: Dataset) -> tuple[nn.Module, nn.Modu
     """The generator/discriminator pair a resolved config describes."""
     if dataset.kind == "table":
         return build_table_networks(config, dataset)
-    classes = len(dataset.class_names) if config.conditional else 0
+    classes = len(dataset.class_names) if config.conditional else config.clusters
     if config.arch == "resnet":
         channels, size = dataset.sample_shape[0], dataset.sample_shape[-1]
         generator = ResNetGenerator(config.latent_dim, channels, size, config.g_width, config.g_depth, config.groups, classes)
@@ -252,6 +254,7 @@ class Trainer:
                 f"(batch_size={config.batch_size}, {world} processes, pack={config.pack}): expected a divisor of {rows}"
             )
         self.speed = speed = resolve_speed(config, device)
+        self.labels = self._labels(config, dataset, say)
         torch.manual_seed(config.seed)
         generator, discriminator = build_networks(config, dataset)
         self.sampler = dataset.batch_sampler(config.batch_size, config.seed, device)
@@ -301,6 +304,19 @@ class Trainer:
             AugmentedDiscriminator(d, policy, self.augment_rng, self.adaptive) for d in (self.d_run, self.d_frozen, self.d_train)
         )
 
+    def _labels(self, config: Config, dataset: Dataset, say) -> Tensor | None:
+        """What the players are conditioned on: the data's class labels (conditional=true), k-means clusters
+        of its images (clusters=K; found by the main process, the same on every one), or nothing."""
+        if config.conditional:
+            return dataset.labels
+        if not config.clusters:
+            return None
+        start = time.perf_counter()
+        labels = cluster_labels(dataset.samples, config.clusters, config.seed) if distributed.is_main() else None
+        labels = distributed.broadcast_object(labels)
+        say(f"clusters: {config.clusters} k-means clusters of the training images in {time.perf_counter() - start:.1f} s")
+        return labels.to(self.device)
+
     def _players(self, labels: Tensor | None) -> Players:
         """The networks the steps call; in a conditional run, bound to the batch's class labels (generated
         samples take the classes of the real batch beside them)."""
@@ -322,7 +338,7 @@ class Trainer:
     def _discriminator_trial(self, discriminator: nn.Module) -> None:
         """Runs `discriminator` as training will (trainable and frozen), leaving every state as it was."""
         x = torch.zeros(self.local_batch, *self.dataset.sample_shape, device=self.device, requires_grad=True)
-        labels = [torch.zeros(self.local_batch, dtype=torch.long, device=self.device)] if self.config.conditional else []
+        labels = [torch.zeros(self.local_batch, dtype=torch.long, device=self.device)] if self.labels is not None else []
         with _kept(self.discriminator), self.speed.autocast:
             discriminator(x, *labels).float().sum().backward()
             with frozen(self.discriminator):
@@ -348,6 +364,7 @@ class Trainer:
             "noise": self.noise.state_dict(),
             "augment_rng": self.augment_rng.get_state(),
             "augment_p": self.adaptive.state_dict() if self.adaptive is not None else None,
+            "clusters": self.labels.to(torch.int32).cpu() if self.config.clusters else None,
             "sampler": self.sampler.state_dict(),
             "torch_rng": torch.get_rng_state(),
         }
@@ -371,6 +388,8 @@ class Trainer:
             self.augment_rng.manual_seed(self.config.seed + 2 + self.step)
         if self.adaptive is not None:
             self.adaptive.load_state_dict(state["augment_p"])
+        if self.config.clusters:  # the run's own clusters, whatever k-means finds on this machine
+            self.labels = state["clusters"].to(self.device, torch.long)
         try:
             self.noise.load_state_dict(state["noise"])
         except RuntimeError:  # RNG states differ between device types (e.g. cuda -> cpu)
@@ -432,6 +451,7 @@ class Trainer:
             "transform": self.dataset.transform,
             "sample_shape": list(self.dataset.sample_shape),
             "classes": self.dataset.class_names if self.config.conditional else [],
+            "clusters": torch.bincount(self.labels, minlength=self.config.clusters).tolist() if self.config.clusters else [],
             "step": self.step,
         }
 
@@ -480,7 +500,7 @@ class Trainer:
             lazy = config.r1_every if d_step % config.r1_every == 0 else 0.0
             index = distributed.shard(self.sampler.next())
             real = data.real_batch(index)
-            players = self._players(data.labels[index] if config.conditional else None)
+            players = self._players(None if self.labels is None else self.labels[index])
             d_out = discriminator_step(
                 players.g_frozen, players.d_run, self.d_optimizer, self.loss, self.local_noise, real,
                 config.gp_weight, config.r1_gamma * lazy, skip_nonfinite, speed.autocast, speed.d_scaler, players.d_train,
