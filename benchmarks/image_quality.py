@@ -15,6 +15,9 @@ sized by time, not steps (`--steps` is set far beyond reach), so a learning-rate
 the image presets do not use, would not start.
 
     python benchmarks/image_quality.py --data mnist:../shared/data/mnist --minutes 5 10 --threads 1
+
+`--at-steps` marks steps instead of minutes, and trains to the last: for seeds run side by side
+on shared cores, read at the steps a timed run of another seed reached at its marks.
     python benchmarks/image_quality.py --data ../shared/data/cifar10-test-jpg --setting default --minutes 10
 """
 
@@ -52,12 +55,12 @@ def train_for(args: argparse.Namespace, name: str, overrides: list[str], seed: i
     out = Path(args.workdir) / f"{name}-{seed}"
     command = [
         sys.executable, "-m", "ganforge", "train", "--data", args.data, "--out", str(out), "--new", "--quiet",
-        "--steps", str(NEVER), "--seed", str(seed), "--eval_every", str(args.eval_every), "--eval_n", str(args.eval_n),
+        "--steps", str(max(args.at_steps) if args.at_steps else NEVER), "--seed", str(seed), "--eval_every", str(args.eval_every), "--eval_n", str(args.eval_n),
         "--log_every", "50", "--sample_every", str(args.eval_every * 4), "--checkpoint_every", str(NEVER), "--device", args.device,
         *([f"threads={args.threads}"] if args.threads else []), *overrides,
     ]
     process = subprocess.Popen(command)
-    limit = 60 * max(args.minutes)
+    limit = float("inf") if args.at_steps else 60 * max(args.minutes)
     while process.poll() is None:
         time.sleep(5)
         if trained_seconds(out) >= limit:
@@ -78,20 +81,20 @@ def trained_seconds(run: Path) -> float:
     return max((r.get("seconds", 0.0) for r in records), default=0.0)
 
 
-def at_marks(records: list[dict], minutes: list[float]) -> dict[float, dict]:
-    """The last evaluation at or before each mark, with its step and training seconds."""
+def at_marks(records: list[dict], minutes: list[float], by_step: bool = False) -> dict[float, dict]:
+    """The last evaluation at or before each mark (minutes of training, or steps `by_step`), with its step and training seconds."""
     table = {}
     for mark in minutes:
-        done = [r for r in records if r["seconds"] <= 60 * mark]
+        done = [r for r in records if (r["step"] if by_step else r["seconds"] / 60) <= mark]
         if done:
             table[mark] = {"step": done[-1]["step"], "seconds": done[-1]["seconds"], **done[-1]["eval"]}
     return table
 
 
-def markdown(results: dict[str, dict[int, dict]], minutes: list[float]) -> str:
+def markdown(results: dict[str, dict[int, dict]], minutes: list[float], unit: str = "minutes") -> str:
     rows = [row for by_seed in results.values() for table in by_seed.values() for row in table.values()]
     columns = [column for column in COLUMNS if any(column in row for row in rows)]
-    header = ["setting", "minutes", "seeds", "steps", *columns]
+    header = ["setting", unit, "seeds", "steps", *columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, by_seed in results.items():
         for mark in minutes:
@@ -112,6 +115,7 @@ def main() -> None:
     parser.add_argument("--data", default="mnist:../shared/data/mnist")
     parser.add_argument("--setting", action="append", help="default, dcgan or NAME:k=v,k=v (repeatable; default: default and dcgan)")
     parser.add_argument("--minutes", type=float, nargs="+", default=[5, 10, 20, 30], help="marks, minutes of training time")
+    parser.add_argument("--at-steps", dest="at_steps", type=int, nargs="+", help="marks in steps instead of minutes; trains to the last")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--eval-every", dest="eval_every", type=int, default=500, help="steps between evaluations")
     parser.add_argument("--eval-n", dest="eval_n", type=int, default=10_000, help="samples per evaluation")
@@ -122,13 +126,14 @@ def main() -> None:
     args = parser.parse_args()
     print(f"# {machine()}; data {args.data}; eval_n {args.eval_n}; threads {args.threads or 'auto'}", flush=True)
     results: dict[str, dict[int, dict]] = {}
+    marks = args.at_steps or args.minutes
     for text in args.setting or ["default", "dcgan"]:
         name, overrides = parse_setting(text)
         for seed in args.seeds:
-            table = at_marks(train_for(args, name, overrides, seed), args.minutes)
+            table = at_marks(train_for(args, name, overrides, seed), marks, by_step=bool(args.at_steps))
             results.setdefault(name, {})[seed] = table
             print(json.dumps({"setting": name, "overrides": overrides, "seed": seed, "marks": table}), flush=True)
-    print(markdown(results, args.minutes))
+    print(markdown(results, marks, "steps" if args.at_steps else "minutes"))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 

@@ -1,5 +1,6 @@
 """Run by torchrun from test_distributed.py: trains a few iterations and checks after each one
-that every process holds bit-identical generator and discriminator parameters.
+that every process holds bit-identical generator and discriminator parameters (and, in a
+self-conditioned run, the same clusters).
 
 Usage: torchrun --nproc_per_node N tests/dist_worker.py OUT.pt STEPS DATA [key=value ...]
 Rank 0 saves {"agreed": [bool per step], "params": flat final parameters} to OUT.pt.
@@ -20,7 +21,9 @@ from ganforge.training.state import Trainer
 
 
 def flat_parameters(trainer: Trainer) -> torch.Tensor:
-    return torch.cat([p.detach().flatten() for m in (trainer.generator, trainer.discriminator) for p in m.parameters()])
+    """Every parameter of both players, and the labels they are conditioned on (a run with clusters)."""
+    labels = [] if trainer.labels is None else [trainer.labels.float()]
+    return torch.cat([p.detach().flatten() for m in (trainer.generator, trainer.discriminator) for p in m.parameters()] + labels)
 
 
 def run(steps: int, data: str, overrides: list[str]) -> dict:

@@ -64,10 +64,12 @@ def test_two_processes_agree_every_step_and_match_one_process(tmp_path):
     torch.testing.assert_close(two["params"], one["params"], rtol=1e-4, atol=1e-5)
 
 
-def test_batchnorm_conv_nets_agree_across_processes(tmp_path):
-    """With BatchNorm (per-process statistics) the parameters still stay identical on every rank."""
+@pytest.mark.parametrize("extra", [[], ["clusters=4"]], ids=["plain", "self-conditioned"])
+def test_batchnorm_conv_nets_agree_across_processes(tmp_path, extra):
+    """With BatchNorm (per-process statistics) the parameters still stay identical on every rank, as do
+    the clusters of a self-conditioned run (found by the main process)."""
     out = tmp_path / "bn.pt"
-    result = torchrun(str(HERE / "dist_worker.py"), str(out), "4", "digits", "batch_size=16", "g_width=4", "d_width=4", "r1_gamma=1")
+    result = torchrun(str(HERE / "dist_worker.py"), str(out), "4", "digits", "batch_size=16", "g_width=4", "d_width=4", "r1_gamma=1", *extra)
     assert result.returncode == 0, result.stderr[-3000:]
     assert torch.load(out)["agreed"] == [True] * 4
 

@@ -189,6 +189,8 @@ def test_the_image_quality_benchmark_reads_each_mark_from_the_last_evaluation_be
     assert marks == {5: {"step": 100, "seconds": 250.0, "fd": 9.0}, 10: {"step": 200, "seconds": 590.0, "fd": 5.0},
                      20: {"step": 300, "seconds": 900.0, "fd": 3.0}}
     assert bench.at_marks(records, [1]) == {}
+    assert bench.at_marks(records, [150, 300], by_step=True) == {150: {"step": 100, "seconds": 250.0, "fd": 9.0},
+                                                                  300: {"step": 300, "seconds": 900.0, "fd": 3.0}}
 
 
 def test_a_run_keeps_its_settings_when_a_later_preset_changes(cli, tmp_path, monkeypatch):
