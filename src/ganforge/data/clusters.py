@@ -21,7 +21,7 @@ from ganforge.errors import GanforgeError
 MAX_SIDE = 32  # images are shrunk to at most this many pixels a side before clustering
 MAX_FIT = 20_000  # images the PCA and k-means are fitted on (a random subset of larger sets)
 PCA_DIM = 64  # the clustering space: the leading principal components of the pixels
-CHUNK = 8_192  # images projected and assigned at a time
+CHUNK = 4_096  # images shrunk, projected and assigned at a time (bounds the memory of large images)
 
 
 def _pixels(images: Tensor) -> np.ndarray:
@@ -46,7 +46,7 @@ def cluster_labels(images: Tensor, k: int, seed: int) -> Tensor:
         raise GanforgeError(f"clusters={k} is invalid for {n} images: expected from 2 to {n}")
     rng = np.random.default_rng(seed)
     fit_rows = np.sort(rng.choice(n, MAX_FIT, replace=False)) if n > MAX_FIT else np.arange(n)
-    fit = _pixels(images[torch.from_numpy(fit_rows)])
+    fit = np.concatenate([_pixels(images[torch.from_numpy(fit_rows[i : i + CHUNK])]) for i in range(0, len(fit_rows), CHUNK)])
     pca = PCA(min(PCA_DIM, *fit.shape), svd_solver="randomized", random_state=seed).fit(fit)
     kmeans = KMeans(k, n_init=1, random_state=seed).fit(pca.transform(fit))
     labels = np.concatenate([kmeans.predict(pca.transform(_pixels(images[i : i + CHUNK]))) for i in range(0, n, CHUNK)])
