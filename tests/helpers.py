@@ -11,6 +11,8 @@ import types
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 PYTHON = sys.executable
 
 # Flags for a tiny, fast training run; combine with --data, --steps and --out.
@@ -103,3 +105,15 @@ def write_sealed(path: Path, obj: object) -> None:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     path.write_bytes(seal(buffer.getvalue()))
+
+
+class LabelSpy(torch.nn.Module):
+    """Wraps a generator and records the labels each call receives (in `seen`)."""
+
+    def __init__(self, network: torch.nn.Module) -> None:
+        super().__init__()
+        self.network, self.seen = network, []
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        self.seen.append(labels)
+        return self.network(z, labels)

@@ -15,7 +15,7 @@ from ganforge.config import make_config, resolve
 from ganforge.data.clusters import cluster_labels
 from ganforge.errors import GanforgeError
 from ganforge.export import spec_problem
-from helpers import digits_args, tree
+from helpers import LabelSpy, digits_args, tree
 
 
 def _three_kinds(n: int, side: int = 8, channels: int = 1, seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
@@ -80,18 +80,6 @@ def test_clusters_and_labels_together_are_refused():
         resolve(config, "images", (1, 8, 8), "x", 10, 1797)
 
 
-class _Spy(torch.nn.Module):
-    """A generator that records the labels of each call in `seen`."""
-
-    def __init__(self, network: torch.nn.Module, seen: list) -> None:
-        super().__init__()
-        self.network, self.seen = network, seen
-
-    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        self.seen.append(labels)
-        return self.network(z, labels)
-
-
 @pytest.fixture(scope="module")
 def clustered_run(tmp_path_factory):
     from ganforge.cli import main
@@ -106,9 +94,8 @@ def test_a_clustered_run_samples_its_clusters_at_their_frequencies(clustered_run
     counts = spec["clusters"]
     assert spec["config"]["classes"] == 4 and spec["classes"] == [] and sum(counts) == 1797 and min(counts) > 0
     generator = ganforge.load_generator(clustered_run)
-    seen = []
-    network = generator.network
-    generator.network = _Spy(network, seen)
+    generator.network = spy = LabelSpy(generator.network)
+    seen = spy.seen
     generator.sample(8000, seed=3, batch_size=1024)
     drawn = torch.cat(seen)
     assert drawn.shape == (8000,)

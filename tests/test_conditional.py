@@ -19,7 +19,7 @@ from ganforge.losses import LOSSES
 from ganforge.nets import Conditioned, ConvDiscriminator, ConvGenerator, ResNetDiscriminator, ResNetGenerator
 from ganforge.noise import NoiseSampler
 from ganforge.steps import discriminator_step, generator_step
-from helpers import digits_args
+from helpers import LabelSpy, digits_args
 
 
 @pytest.mark.parametrize("make", [lambda: ConvGenerator(4, 1, 8, width=4, classes=3), lambda: ResNetGenerator(4, 1, 8, width=4, classes=3)],
@@ -82,18 +82,6 @@ def test_conditional_training_on_data_without_labels_is_a_one_line_error(cli, tm
     assert not (tmp_path / "run").exists()
 
 
-class _LabelSpy(nn.Module):
-    """Wraps a generator and records the labels each call receives."""
-
-    def __init__(self, network: nn.Module) -> None:
-        super().__init__()
-        self.network, self.seen = network, []
-
-    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        self.seen.append(labels)
-        return self.network(z, labels)
-
-
 @pytest.fixture(scope="module")
 def conditional_run(tmp_path_factory):
     from ganforge.cli import main
@@ -107,7 +95,7 @@ def test_a_conditional_run_samples_the_requested_class(conditional_run, cli, tmp
     spec = json.loads((conditional_run / "generator.json").read_text())
     assert spec["classes"] == [str(i) for i in range(10)] and spec["config"]["classes"] == 10
     generator = ganforge.load_generator(conditional_run)
-    spy = _LabelSpy(generator.network)
+    spy = LabelSpy(generator.network)
     generator.network = spy
     samples = generator.sample(70, labels=torch.tensor(7), batch_size=32)
     assert samples.shape == (70, 1, 8, 8)
