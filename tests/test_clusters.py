@@ -140,3 +140,25 @@ def test_a_spec_whose_cluster_counts_do_not_fit_its_network_is_refused(clustered
     assert spec_problem(spec) is None
     for bad in ([1, 2, 3], [1, 2, 3, -1], [0, 0, 0, 0], "1,2,3,4"):
         assert "clusters" in spec_problem({**spec, "clusters": bad})
+
+
+def test_a_run_saved_before_self_conditioning_resumes_without_it(cli, tmp_path, monkeypatch):
+    """A run whose config and checkpoints were written before the `clusters` key existed goes on with clusters=0,
+    even where the preset now self-conditions."""
+    from ganforge import presets
+
+    run = tmp_path / "run"
+    assert cli(*digits_args(run, 5)).code == 0
+    saved = json.loads((run / "config.json").read_text())
+    del saved["clusters"]
+    (run / "config.json").write_text(json.dumps(saved))
+    for path in (run / "checkpoints").glob("checkpoint-*.pt"):
+        state = load_checkpoint(path)
+        del state["config"]["clusters"], state["clusters"]
+        write_checkpoint(path, state)
+    monkeypatch.setitem(presets.PRESETS, "digits", {**presets.PRESETS["digits"], "clusters": 4})
+    resumed = cli(*digits_args(run, 10))
+    assert resumed.code == 0 and "from step 5" in resumed.err
+    assert json.loads((run / "config.json").read_text())["clusters"] == 0
+    assert cli(*digits_args(tmp_path / "fresh", 5)).code == 0  # a new run takes the preset's clusters
+    assert json.loads((tmp_path / "fresh" / "config.json").read_text())["clusters"] == 4
