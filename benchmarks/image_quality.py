@@ -15,10 +15,10 @@ sized by time, not steps (`--steps` is set far beyond reach), so a learning-rate
 the image presets do not use, would not start.
 
     python benchmarks/image_quality.py --data mnist:../shared/data/mnist --minutes 5 10 --threads 1
+    python benchmarks/image_quality.py --data ../shared/data/cifar10-test-jpg --setting default --minutes 10
 
 `--at-steps` marks steps instead of minutes, and trains to the last: for seeds run side by side
 on shared cores, read at the steps a timed run of another seed reached at its marks.
-    python benchmarks/image_quality.py --data ../shared/data/cifar10-test-jpg --setting default --minutes 10
 """
 
 from __future__ import annotations
@@ -81,23 +81,23 @@ def trained_seconds(run: Path) -> float:
     return max((r.get("seconds", 0.0) for r in records), default=0.0)
 
 
-def at_marks(records: list[dict], minutes: list[float], by_step: bool = False) -> dict[float, dict]:
+def at_marks(records: list[dict], marks: list[float], by_step: bool = False) -> dict[float, dict]:
     """The last evaluation at or before each mark (minutes of training, or steps `by_step`), with its step and training seconds."""
     table = {}
-    for mark in minutes:
+    for mark in marks:
         done = [r for r in records if (r["step"] if by_step else r["seconds"] / 60) <= mark]
         if done:
             table[mark] = {"step": done[-1]["step"], "seconds": done[-1]["seconds"], **done[-1]["eval"]}
     return table
 
 
-def markdown(results: dict[str, dict[int, dict]], minutes: list[float], unit: str = "minutes") -> str:
+def markdown(results: dict[str, dict[int, dict]], marks: list[float], unit: str = "minutes") -> str:
     rows = [row for by_seed in results.values() for table in by_seed.values() for row in table.values()]
     columns = [column for column in COLUMNS if any(column in row for row in rows)]
     header = ["setting", unit, "seeds", "steps", *columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, by_seed in results.items():
-        for mark in minutes:
+        for mark in marks:
             rows = [table[mark] for table in by_seed.values() if mark in table]
             if not rows:
                 continue

@@ -468,6 +468,8 @@ def _check_conditional(data: str, values: dict, classes: int | None) -> None:
 def _check_clusters(config: Config, values: dict, size: int | None) -> None:
     """Self-conditioning needs an unconditional run of conv or resnet networks without packing, and no more
     clusters than images. The preset's value yields to a run that cannot take it; a value the user set is refused."""
+    if not values["clusters"]:
+        return
     problem = None
     if values["conditional"]:
         problem = "a conditional run is conditioned on its labels: set conditional=false"
@@ -475,14 +477,13 @@ def _check_clusters(config: Config, values: dict, size: int | None) -> None:
         problem = f"self-conditioning needs arch=conv or resnet, not arch={values['arch']}"
     elif values["pack"] != 1:
         problem = f"self-conditioning needs pack=1 (a packed row mixes clusters), not pack={values['pack']}"
-    if problem is None or not values["clusters"]:
+    if problem is None:
         if size is not None and values["clusters"] > size:
             raise GanforgeError(f"clusters={values['clusters']} is more than the {size} examples of data={shown(config.data)}: expected at most {size}")
-        return
-    if config.clusters is None:
+    elif config.clusters is None:
         values["clusters"] = 0
-        return
-    raise GanforgeError(f"clusters={config.clusters} cannot be used here: {problem}, or clusters=0")
+    else:
+        raise GanforgeError(f"clusters={config.clusters} cannot be used here: {problem}, or clusters=0")
 
 
 def diff(saved: dict, current: Config) -> list[str]:
