@@ -71,6 +71,28 @@ def test_transform_inverts_to_original_units(table_file):
     assert set(wild["colour"]) <= set(dataset.table["colour"])
 
 
+def test_a_value_many_rows_hold_is_an_exact_mode(tmp_path):
+    # gain: 0 in 85 % of the rows (a capital-gain column), else thousands; level: two values only, some missing.
+    rng = np.random.default_rng(0)
+    path = tmp_path / "spiky.csv"
+    gains = np.where(rng.random(400) < 0.85, 0, rng.integers(2_000, 9_000, 400))
+    levels = np.where(np.arange(400) % 25 == 0, "NA", np.where(rng.random(400) < 0.3, "1", "2")).astype(object)
+    path.write_text("gain,level,kind\n" + "".join(f"{g},{v},{'ab'[i % 2]}\n" for i, (g, v) in enumerate(zip(gains, levels))))
+    dataset = load_table(path, TableOptions())
+    gain, level = dataset.transform["columns"][:2]
+    assert gain["means"][0] == 0 and gain["stds"][0] == 0 and min(gain["stds"][1:]) > 0  # the zeros' mode, then Gaussians
+    assert level["means"] == [1, 2] and level["stds"] == [0, 0]
+    back = decode(dataset.samples.numpy(), dataset.transform)
+    assert np.array_equal(back["gain"], dataset.table["gain"]) and np.array_equal(np.isnan(back["level"]), np.isnan(dataset.table["level"]))
+    assert np.array_equal(back["level"][~np.isnan(back["level"])], dataset.table["level"][~np.isnan(dataset.table["level"])])
+    # The zeros' rows encode with offset 0, and their mode decodes to exactly 0 whatever the offset a generator puts out.
+    rows = dataset.samples.numpy().copy()
+    zeros = dataset.table["gain"] == 0
+    assert np.all(rows[zeros, gain["start"]] == 0)
+    rows[:, gain["start"]] = np.random.default_rng(1).uniform(-1, 1, len(rows))
+    assert np.all(decode(rows, dataset.transform)["gain"][zeros] == 0)
+
+
 def test_numeric_csv_stays_vectors_unless_asked(tmp_path):
     path = tmp_path / "numbers.csv"
     path.write_text("a,b\n1,2\n3,4.5\n5,6\n")

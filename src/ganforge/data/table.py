@@ -45,6 +45,7 @@ TABLE_SUFFIXES = (".csv", ".tsv", ".data", ".test", ".txt", ".parquet")
 MIXTURE_MODES = 10  # at most this many modes per numeric column
 MIXTURE_SUBSAMPLE = 5_000  # values a column's mixture is fitted on, at most
 MODE_WEIGHT = 0.005  # modes lighter than this are dropped
+SPIKE_SHARE = 0.05  # a number held by at least this share of a column's present values is a mode of its own, exact
 ALPHA_SCALE = 4.0  # a value's offset from its mode's mean is measured in 4 standard deviations
 
 Table = dict  # column name -> numpy array: float64 (NaN missing) for numbers, object (str) for discrete

@@ -12,19 +12,33 @@ import warnings
 
 import numpy as np
 
-from ganforge.data.table import ALPHA_SCALE, DISCRETE, MIXTURE_MODES, MIXTURE_SUBSAMPLE, MODE_WEIGHT, Table
+from ganforge.data.table import ALPHA_SCALE, DISCRETE, MIXTURE_MODES, MIXTURE_SUBSAMPLE, MODE_WEIGHT, SPIKE_SHARE, Table
 
 FIT_SEED = 0  # the subsample, the mixtures and the mode draws: one table, one transform
 
 
+def _fit_modes(values: np.ndarray, rng: np.random.Generator) -> tuple[list[float], list[float]]:
+    """Means and standard deviations of the modes of a numeric column's present `values`.
+
+    A value that at least SPIKE_SHARE of them hold (the zeros of a capital-gain column, the 40 of
+    hours per week) is a mode of its own with standard deviation 0: it encodes exactly and decodes
+    exactly, whatever the generator's offset. The other values get a Gaussian mixture.
+    """
+    numbers, counts = np.unique(values, return_counts=True)
+    spikes = numbers[counts >= SPIKE_SHARE * len(values)]
+    rest = values[~np.isin(values, spikes)]
+    means, stds = _fit_mixture(rest, rng) if len(rest) else ([], [])
+    return spikes.tolist() + means, [0.0] * len(spikes) + stds
+
+
 def _fit_mixture(values: np.ndarray, rng: np.random.Generator) -> tuple[list[float], list[float]]:
-    """Means and standard deviations of the modes of `values` (a subsample when large)."""
+    """Means and standard deviations of the Gaussian modes of `values` (a subsample when large)."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.mixture import BayesianGaussianMixture
 
     sample = values if len(values) <= MIXTURE_SUBSAMPLE else rng.choice(values, MIXTURE_SUBSAMPLE, replace=False)
     spread = float(values.max() - values.min())
-    floor = max(spread * 1e-6, 1e-9)  # a spike (one value repeated) stays a spike
+    floor = max(spread * 1e-6, 1e-9)  # keeps every Gaussian mode's width above 0 (0 marks an exact value)
     if len(np.unique(sample)) < 2:
         return [float(sample[0])], [floor]
     mixture = BayesianGaussianMixture(
@@ -53,7 +67,7 @@ def fit_transform(table: Table, meta: dict[str, dict]) -> dict:
         else:
             present = values[~np.isnan(values)]
             column["min"], column["max"] = float(present.min()), float(present.max())
-            column["means"], column["stds"] = _fit_mixture(present, rng)
+            column["means"], column["stds"] = _fit_modes(present, rng)
             spans += [["tanh", 1], ["softmax", len(column["means"])]] + ([["softmax", 2]] if column["missing"] is not None else [])
         columns.append(column)
     transform = {"kind": "table", "columns": columns, "spans": spans, "row_dim": sum(width for _, width in spans)}
@@ -109,13 +123,21 @@ def _encode_number(values: np.ndarray, column: dict, rng: np.random.Generator) -
     missing = np.isnan(values)
     x = np.where(missing, np.nanmean(values), values)
     means, stds = np.asarray(column["means"]), np.asarray(column["stds"])
-    # Each value's mode is drawn from its posterior over the modes (equal weights: the mixture's
-    # weights are folded into which modes were kept).
-    log_density = -0.5 * ((x[:, None] - means) / stds) ** 2 - np.log(stds)
+    exact = stds == 0  # modes of one exact value (a spike); the others are Gaussian
+    # A value equal to a spike takes its mode; any other value a Gaussian mode drawn from its
+    # posterior over them (equal weights: the mixture's weights are folded into which modes were kept).
+    width = np.where(exact, 1.0, stds)
+    log_density = np.where(exact, -np.inf, -0.5 * ((x[:, None] - means) / width) ** 2 - np.log(width))
+    on_spike = exact & (x[:, None] == means)
+    log_density = np.where(on_spike.any(axis=1, keepdims=True), np.where(on_spike, 0.0, -np.inf), log_density)
+    stray = np.isinf(log_density.max(axis=1))  # no spike of its own and no Gaussian mode (a column of spikes only)
+    nearest = np.abs(x[stray, None] - means).argmin(axis=1)
+    log_density[stray] = -np.inf
+    log_density[np.flatnonzero(stray), nearest] = 0.0  # the nearest spike, for certain
     posterior = np.exp(log_density - log_density.max(axis=1, keepdims=True))
     posterior /= posterior.sum(axis=1, keepdims=True)
     mode = (posterior.cumsum(axis=1) < rng.random((len(x), 1))).sum(axis=1).clip(max=len(means) - 1)
-    alpha = np.clip((x - means[mode]) / (ALPHA_SCALE * stds[mode]), -0.99, 0.99)
+    alpha = np.where(exact[mode], 0.0, np.clip((x - means[mode]) / (ALPHA_SCALE * width[mode]), -0.99, 0.99))
     parts = [alpha[:, None], np.eye(len(means))[mode]]
     if column["missing"] is not None:
         parts.append(np.eye(2)[missing.astype(int)])
