@@ -206,6 +206,26 @@ def test_resumed_run_matches_an_uninterrupted_one(table_file, tmp_path, cli):
     assert straight.keys() == resumed.keys() and all(torch.equal(straight[k], resumed[k]) for k in straight)
 
 
+def test_a_run_does_not_resume_on_another_encoding_of_its_table(table_file, tmp_path, cli, monkeypatch):
+    """Same shapes, other numbers: a checkpoint's rows must decode with the transform they were trained on."""
+    from ganforge.data import table_transform
+
+    run = tmp_path / "run"
+    assert cli("train", "--data", table_file, "--steps", "10", "--out", run, *TINY_TABLE, "--checkpoint_every", "10").code == 0
+    fit = table_transform.fit_transform
+
+    def shifted(table, meta):
+        transform = fit(table, meta)
+        transform["columns"][0]["means"][0] += 1.0  # height's first mode moves; every width stays
+        return transform
+
+    monkeypatch.setattr(table_transform, "fit_transform", shifted)
+    before = sorted(p.name for p in (run / "checkpoints").iterdir())
+    result = cli("train", "--data", table_file, "--steps", "20", "--out", run, *TINY_TABLE, "--checkpoint_every", "10")
+    assert result.code == 2 and "encodes the table's columns otherwise" in result.err and result.err.count("\n") == 1
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before
+
+
 def test_how_often_a_table_run_saves_does_not_change_what_it_learns(table_file, tmp_path, cli):
     """Exporting recalibrates BatchNorm through the generator, which draws Gumbel noise: from a fork of the RNG."""
     from safetensors.torch import load_file

@@ -129,8 +129,9 @@ def checkpoint_mismatch(state: dict, name_step: int, trainer=None) -> str | None
     """Why a loaded checkpoint cannot resume this run, or None.
 
     Checks that its step is the one its file name says and, given a `trainer` (anything
-    with generator, discriminator, ema, g_optimizer and d_optimizer as the Trainer has),
-    that every saved tensor has the key and shape the networks and optimizers expect.
+    with generator, discriminator, ema, g_optimizer, d_optimizer and dataset as the Trainer has),
+    that every saved tensor has the key and shape the networks and optimizers expect, and that a
+    table is encoded as it was.
     """
     step = state["step"]
     if not isinstance(step, int) or isinstance(step, bool) or step < 0:
@@ -160,12 +161,20 @@ def checkpoint_mismatch(state: dict, name_step: int, trainer=None) -> str | None
         problem = _optimizer_mismatch(state[key], getattr(trainer, key))
         if problem:
             return f"does not fit this run's {key} ({problem})"
+    transform = trainer.dataset.transform if trainer.dataset.kind == "table" else None
+    if transform is not None and state.get("transform") is not None and _encoding(state["transform"]) != _encoding(transform):
+        return "encodes the table's columns otherwise than they are encoded now (the data file, or how a column is encoded, changed)"
     if trainer.config.clusters:
         clusters = state.get("clusters")
         if not (isinstance(clusters, torch.Tensor) and clusters.shape == trainer.labels.shape and not clusters.is_floating_point()
                 and len(clusters) and 0 <= int(clusters.min()) and int(clusters.max()) < trainer.config.clusters):
             return f"holds no cluster of each of the {len(trainer.labels)} training images in 0..{trainer.config.clusters - 1}"
     return None
+
+
+def _encoding(transform: dict) -> dict:
+    """A table transform without its timing: what decides the rows the networks see."""
+    return {k: v for k, v in transform.items() if k != "fit_seconds"}
 
 
 def _tensors_mismatch(saved: object, expected: dict) -> str | None:

@@ -367,6 +367,7 @@ class Trainer:
             "clusters": self.labels.to(torch.int32).cpu() if self.config.clusters else None,
             "sampler": self.sampler.state_dict(),
             "torch_rng": torch.get_rng_state(),
+            "transform": self.dataset.transform if self.dataset.kind == "table" else None,
         }
 
     def load_state_dict(self, state: dict, say=print) -> None:
