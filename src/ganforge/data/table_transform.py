@@ -124,16 +124,15 @@ def _encode_number(values: np.ndarray, column: dict, rng: np.random.Generator) -
     x = np.where(missing, np.nanmean(values), values)
     means, stds = np.asarray(column["means"]), np.asarray(column["stds"])
     exact = stds == 0  # modes of one exact value (a spike); the others are Gaussian
-    # A value equal to a spike takes its mode; any other value a Gaussian mode drawn from its
-    # posterior over them (equal weights: the mixture's weights are folded into which modes were kept).
     width = np.where(exact, 1.0, stds)
-    log_density = np.where(exact, -np.inf, -0.5 * ((x[:, None] - means) / width) ** 2 - np.log(width))
-    on_spike = exact & (x[:, None] == means)
-    log_density = np.where(on_spike.any(axis=1, keepdims=True), np.where(on_spike, 0.0, -np.inf), log_density)
-    stray = np.isinf(log_density.max(axis=1))  # no spike of its own and no Gaussian mode (a column of spikes only)
-    nearest = np.abs(x[stray, None] - means).argmin(axis=1)
-    log_density[stray] = -np.inf
-    log_density[np.flatnonzero(stray), nearest] = 0.0  # the nearest spike, for certain
+    gaussian = np.where(exact, -np.inf, -0.5 * ((x[:, None] - means) / width) ** 2 - np.log(width))
+    spike = np.where(exact & (x[:, None] == means), 0.0, -np.inf)
+    nearest = np.where(np.arange(len(means)) == np.abs(x[:, None] - means).argmin(axis=1, keepdims=True), 0.0, -np.inf)
+    # A value on a spike takes the spike's mode; any other value a Gaussian mode drawn from its posterior
+    # over them (equal weights: the mixture's weights are folded into which modes were kept); a value
+    # with neither (a column of spikes only: a missing cell's stand-in) the nearest mode.
+    has = [np.isfinite(spike).any(axis=1, keepdims=True), np.isfinite(gaussian).any(axis=1, keepdims=True)]
+    log_density = np.select(has, [spike, gaussian], nearest)
     posterior = np.exp(log_density - log_density.max(axis=1, keepdims=True))
     posterior /= posterior.sum(axis=1, keepdims=True)
     mode = (posterior.cumsum(axis=1) < rng.random((len(x), 1))).sum(axis=1).clip(max=len(means) - 1)
