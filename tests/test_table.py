@@ -16,6 +16,7 @@ from ganforge.data.table_transform import decode
 from ganforge.errors import GanforgeError
 from ganforge.export import load_generator
 from ganforge.tabular import TableGenerator, sample_rows
+from helpers import tree
 
 PENGUINS = Path(__file__).parents[2] / "shared" / "data" / "penguins" / "penguins.csv"
 TINY_TABLE = ["--batch_size", "40", "--pack", "4", "--g_width", "16", "--d_width", "16", "--latent_dim", "8",
@@ -220,10 +221,10 @@ def test_a_run_does_not_resume_on_another_encoding_of_its_table(table_file, tmp_
         return transform
 
     monkeypatch.setattr(table_transform, "fit_transform", shifted)
-    before = sorted(p.name for p in (run / "checkpoints").iterdir())
+    before = tree(run)
     result = cli("train", "--data", table_file, "--steps", "20", "--out", run, *TINY_TABLE, "--checkpoint_every", "10")
     assert result.code == 2 and "encodes the table's columns otherwise" in result.err and result.err.count("\n") == 1
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before
+    assert tree(run) == before  # the run folder, byte for byte
 
 
 def test_how_often_a_table_run_saves_does_not_change_what_it_learns(table_file, tmp_path, cli):
