@@ -73,8 +73,12 @@ def clean_test_file(out: Path) -> Path:
     """adult.test as adult.data writes rows: without its first (comment) line and the dot after each label."""
     lines = (ADULT / "adult.test").read_text().splitlines()
     rows = [line.rstrip().removesuffix(".") for line in lines if line.strip() and not line.startswith("|")]
-    path = out / "adult.test.clean"
-    path.write_text("\n".join(rows) + "\n")
+    path, text = out / "adult.test.clean", "\n".join(rows) + "\n"
+    if not path.is_file() or path.read_text() != text:  # written whole, then renamed: runs of other seeds may be reading it
+        out.mkdir(parents=True, exist_ok=True)
+        partial = out / f"adult.test.clean.{os.getpid()}"
+        partial.write_text(text)
+        os.replace(partial, path)
     return path
 
 
@@ -116,7 +120,18 @@ def score(synthetic: dict, seed: int) -> dict:
     real = load_table(ADULT / "adult.data", options)
     test = read_held_out(clean_test_file(Path(os.environ["TABULAR_BENCH_OUT"])), options, real.transform)
     metrics, _ = table_report(real.table, synthetic, real.transform["columns"], "income", test, seed)
-    return metrics
+    return {**metrics, "contradictory_rows": contradictory_share(synthetic)}
+
+
+def contradictory_share(rows: dict) -> float:
+    """The share of rows whose relationship contradicts their sex or marital status: a husband who is
+    female, a wife who is male, or either not married (0.01 % of adult.data's rows: 3 of 32,561)."""
+    import numpy as np
+
+    relationship, sex, marital = (np.asarray(rows[c]).astype(str) for c in ("relationship", "sex", "marital-status"))
+    spouse = np.isin(relationship, ["Husband", "Wife"])
+    wrong = ((relationship == "Husband") & (sex == "Female")) | ((relationship == "Wife") & (sex == "Male"))
+    return float((wrong | (spouse & ~np.char.startswith(marital, "Married"))).mean())
 
 
 def ganforge_rows(run: Path, n: int, seed: int) -> dict:
@@ -159,8 +174,8 @@ def report(results: list[dict]) -> None:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from _common import mean_se
 
-    keys = ("quality", "column_shapes", "column_pairs", "ml_efficacy", "dcr_synthetic", "dcr_holdout", "dcr_closer_share",
-            "fit_s", "fit_cpu_s", "setup_s", "setup_cpu_s")
+    keys = ("quality", "column_shapes", "column_pairs", "ml_efficacy", "contradictory_rows", "dcr_synthetic", "dcr_holdout",
+            "dcr_closer_share", "fit_s", "fit_cpu_s", "setup_s", "setup_cpu_s")
     print("| system | seeds | " + " | ".join(keys) + " |")
     print("|---" * (len(keys) + 2) + "|")
     for system in dict.fromkeys(r["system"] for r in results):

@@ -144,14 +144,15 @@ def test_yaml_file_must_exist_and_be_text(tmp_path):
 # (config, kind, sample_shape, run name, preset, keys meaningless for that architecture)
 MLP_ONLY = {"g_depth", "d_depth"}
 CONV_ONLY = {"g_extra_layers", "d_extra_layers", "image_size", "channels"}
+TABLE_ONLY = {"category_draw"}
 TABLE_READING = {"table", "columns", "header", "column_types", "target", "test_data"}  # how a table file is read and judged: auto stays auto
 CASES = [
-    (dict(data="ring8"), "vectors", (2,), "ring8", "ring8", CONV_ONLY),
-    (dict(data="grid25"), "vectors", (2,), "grid25", "grid25", CONV_ONLY),
-    (dict(data="table.csv"), "vectors", (7,), "table", "vectors", CONV_ONLY),
-    (dict(data="digits"), "images", (1, 8, 8), "digits", "digits", MLP_ONLY),
-    (dict(data="photos/"), "images", (3, 32, 32), "photos", "images", MLP_ONLY),
-    (dict(data="stackedmnist:mnist"), "images", (3, 28, 28), "stackedmnist", "stackedmnist", MLP_ONLY),
+    (dict(data="ring8"), "vectors", (2,), "ring8", "ring8", CONV_ONLY | TABLE_ONLY),
+    (dict(data="grid25"), "vectors", (2,), "grid25", "grid25", CONV_ONLY | TABLE_ONLY),
+    (dict(data="table.csv"), "vectors", (7,), "table", "vectors", CONV_ONLY | TABLE_ONLY),
+    (dict(data="digits"), "images", (1, 8, 8), "digits", "digits", MLP_ONLY | TABLE_ONLY),
+    (dict(data="photos/"), "images", (3, 32, 32), "photos", "images", MLP_ONLY | TABLE_ONLY),
+    (dict(data="stackedmnist:mnist"), "images", (3, 28, 28), "stackedmnist", "stackedmnist", MLP_ONLY | TABLE_ONLY),
     (dict(data="adult.data"), "table", (257,), "adult", "table", CONV_ONLY),
 ]
 
@@ -192,9 +193,10 @@ def test_an_image_set_under_thirty_thousand_is_augmented_with_an_adaptive_probab
 
 @pytest.mark.parametrize(("layer", "kind", "shape", "name", "preset", "unused"), CASES[:1] + CASES[3:4], ids=["ring8", "digits"])
 def test_resolve_fills_every_none(layer, kind, shape, name, preset, unused):
-    """Every key is concrete, except the image keys for vector data, where they do not apply, threads, eval_n and how tables are read."""
+    """Every key is concrete, except the image keys for vector data and the table keys for other data, where they do not
+    apply, threads, eval_n and how tables are read."""
     config = resolve(make_config(layer), kind, shape, name)
-    not_applicable = (["image_size", "channels"] if kind == "vectors" else []) + ["threads", "eval_n"]
+    not_applicable = (["image_size", "channels"] if kind == "vectors" else []) + ["category_draw", "threads", "eval_n"]
     assert [k for k, v in dataclasses.asdict(config).items() if v is None and k not in TABLE_READING] == not_applicable
 
 

@@ -4,18 +4,20 @@ conditional sampling with `--where`, and the one-line errors of bad input."""
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from ganforge.data import load_dataset
 from ganforge.data.table import TableOptions, TableSampler, load_table, parse_where, read_table
 from ganforge.data.table_transform import decode
 from ganforge.errors import GanforgeError
 from ganforge.export import load_generator
-from ganforge.tabular import TableGenerator, sample_rows
+from ganforge.tabular import TEMPERATURE, TableGenerator, sample_rows
 from helpers import tree
 
 PENGUINS = Path(__file__).parents[2] / "shared" / "data" / "penguins" / "penguins.csv"
@@ -162,6 +164,29 @@ def test_generator_sets_the_conditioned_column(table_file):
     assert list(table["colour"][: len(colour)]) == colour  # the first conditions are colour's categories, in order
 
 
+@pytest.mark.parametrize("draw", ["argmax", "gumbel"])
+def test_the_argmax_draw_makes_every_pick_of_a_row_a_function_of_the_noise(table_file, draw):
+    """argmax: the same noise gives the same row in training (soft) and sampling (one-hot); gumbel draws afresh."""
+    transform = load_table(table_file, TableOptions()).transform
+    generator = TableGenerator(6, transform["spans"], transform["conditions"], width=8, depth=1, draw=draw)
+    noise, condition = torch.randn(64, 5), torch.zeros(64, dtype=torch.long)
+    for mode in (generator.train, generator.eval):
+        mode()
+        torch.manual_seed(1)
+        first = generator.generate(noise, condition).detach()
+        torch.manual_seed(2)
+        assert torch.equal(first, generator.generate(noise, condition).detach()) == (draw == "argmax")
+    picks = first[:, : transform["row_dim"]][:, ~generator.is_tanh]
+    assert set(picks.unique().tolist()) == {0.0, 1.0}  # sampling gives one-hots with either draw
+    generator.train()
+    logits = generator.out(generator.hidden(torch.cat([noise, F.one_hot(condition, generator.condition_dim).float()], 1)))
+    conditioned = transform["conditions"]["columns"][0]  # set to the condition, not generated
+    column = next(c for c in transform["columns"] if "categories" in c and c["name"] != conditioned)
+    start, width = column["start"], len(column["categories"])
+    expected = (logits[:, start : start + width] / TEMPERATURE).softmax(1)
+    assert torch.allclose(generator.generate(noise, condition)[:, start : start + width], expected) == (draw == "argmax")
+
+
 def test_train_then_sample_where_and_unconditionally(table_file, tmp_path, cli, monkeypatch):
     run = tmp_path / "run"
     result = cli("train", "--data", table_file, "--steps", "40", "--out", run, *TINY_TABLE)
@@ -227,12 +252,30 @@ def test_a_run_does_not_resume_on_another_encoding_of_its_table(table_file, tmp_
     assert tree(run) == before  # the run folder, byte for byte
 
 
-def test_how_often_a_table_run_saves_does_not_change_what_it_learns(table_file, tmp_path, cli):
-    """Exporting recalibrates BatchNorm through the generator, which draws Gumbel noise: from a fork of the RNG."""
+def test_a_table_run_from_before_the_argmax_draw_resumes_with_gumbel_draws(table_file, tmp_path, cli):
+    """A config.json and generator.json without the draw are an older run's: it goes on drawing as it began."""
+    run = tmp_path / "old"
+    assert cli("train", "--data", table_file, "--steps", "10", "--out", run, *TINY_TABLE, "--category_draw", "gumbel").code == 0
+    config, exported = (json.loads((run / name).read_text()) for name in ("config.json", "generator.json"))
+    assert config.pop("category_draw") == exported["config"].pop("draw") == "gumbel"
+    (run / "config.json").write_text(json.dumps(config))
+    (run / "generator.json").write_text(json.dumps(exported))
+    assert load_generator(run).network.draw == "gumbel"
+    result = cli("train", "--data", table_file, "--steps", "20", "--out", run, *TINY_TABLE)
+    assert result.code == 0 and "from step 10" in result.err, result.err
+    assert json.loads((run / "generator.json").read_text())["config"]["draw"] == "gumbel"
+    assert cli("train", "--data", table_file, "--steps", "10", "--out", tmp_path / "new", *TINY_TABLE).code == 0
+    assert json.loads((tmp_path / "new" / "generator.json").read_text())["config"]["draw"] == "argmax"
+
+
+@pytest.mark.parametrize("draw", ["argmax", "gumbel"])
+def test_how_often_a_table_run_saves_does_not_change_what_it_learns(table_file, tmp_path, cli, draw):
+    """Exporting recalibrates BatchNorm through the generator, which draws noise: from a fork of the RNG."""
     from safetensors.torch import load_file
 
     for name, every in (("rare", "20"), ("often", "5")):
-        assert cli("train", "--data", table_file, "--steps", "20", "--out", tmp_path / name, *TINY_TABLE, "--checkpoint_every", every).code == 0
+        args = ("--data", table_file, "--steps", "20", "--out", tmp_path / name, *TINY_TABLE, "--checkpoint_every", every)
+        assert cli("train", *args, "--category_draw", draw).code == 0
     rare, often = (load_file(tmp_path / name / "generator.safetensors") for name in ("rare", "often"))
     assert rare.keys() == often.keys() and all(torch.equal(rare[k], often[k]) for k in rare)
 
@@ -262,3 +305,15 @@ def test_a_parquet_table_reads_as_the_same_table_in_csv(tmp_path):
     (tmp_path / "bad.parquet").write_bytes(b"PAR1 not really")
     with pytest.raises(GanforgeError, match=r"bad.parquet: cannot read table \("):
         read_table(tmp_path / "bad.parquet", TableOptions())
+
+
+def test_the_adult_benchmark_counts_rows_whose_relationship_contradicts_sex_or_marriage(monkeypatch):
+    from helpers import load_benchmark
+
+    bench = load_benchmark("tabular", monkeypatch)
+    rows = {
+        "relationship": ["Husband", "Husband", "Wife", "Wife", "Own-child", "Unmarried"],
+        "sex": ["Male", "Female", "Female", "Female", "Female", "Male"],
+        "marital-status": ["Married-civ-spouse", "Married-civ-spouse", "Never-married", "Married-AF-spouse", "Never-married", "Divorced"],
+    }
+    assert bench.contradictory_share(rows) == pytest.approx(2 / 6)  # a female husband, an unmarried wife

@@ -86,6 +86,11 @@ class Config:
         "data holds it; 0 turns it off"
     )
     pack: int | None = key(None, "PacGAN packing: samples the discriminator judges jointly")
+    category_draw: str | None = key(
+        None, "tables: how the generator picks each category and number mode: argmax (a softmax at temperature 0.2 in "
+        "training, its argmax when sampling, so a row's picks are one function of the noise) or gumbel (CTGAN's: Gumbel "
+        "noise added to the scores, drawn anew for each column) (auto: argmax)", ("argmax", "gumbel")
+    )
     # Objective and optimisation
     loss: str | None = key(None, "the GAN loss (relativistic: D on D(x) - D(G(z)) of paired samples, G the mirror)", tuple(LOSSES))
     gp_weight: float | None = key(None, "WGAN-GP gradient penalty weight (0: off)")
@@ -170,7 +175,7 @@ DERIVED = ("world_size", "batch_per_process", "precision_used")
 # a saved config.json without one reads as that value, so an older run still resumes.
 ADDED_KEYS = {
     "d_mbstd": 0, "groups": 1, "r2_gamma": 0.0, "ema_kimg": 0.0, "augment": "none", "ada_target": 0.0, "conditional": False,
-    "clusters": 0, "table": None, "columns": None, "header": None, "column_types": None, "target": None, "test_data": None,
+    "clusters": 0, "category_draw": "gumbel", "table": None, "columns": None, "header": None, "column_types": None, "target": None, "test_data": None,
 }
 
 _TYPES = typing.get_type_hints(Config)

@@ -5,9 +5,12 @@ z's first coordinate picks the condition (a discrete column's category) by inver
 sampling of the training-by-sampling distribution, the other coordinates are the noise; the
 network sees [noise, one-hot condition]. The row's column of that condition is set to the
 condition, so the discriminator, which also sees the condition, judges the rest of the row as
-a draw from the real rows holding it. Outputs are `tanh` for a number's offset and
-Gumbel-softmax (temperature 0.2) for modes and categories in training, a hard Gumbel-max draw
-in evaluation mode. Everything runs through ganforge's unchanged generator and discriminator steps.
+a draw from the real rows holding it. Outputs are `tanh` for a number's offset; for modes and
+categories, a softmax at temperature 0.2 in training and a one-hot pick in evaluation mode, of
+the scores themselves (`draw="argmax"`: every pick is a function of z, so the columns of a row
+can only disagree where the network makes them) or of the scores plus Gumbel noise drawn for each
+column (`draw="gumbel"`, CTGAN's Gumbel-softmax, and what generators saved without `draw` do).
+Everything runs through ganforge's unchanged generator and discriminator steps.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from ganforge.errors import GanforgeError
 from ganforge.nets import NETWORKS, MLPDiscriminator, _check, _norm1d
 from ganforge.noise import NoiseSampler
 
-GUMBEL_TAU = 0.2
+TEMPERATURE = 0.2  # of the softmax in training, with either draw
+DRAWS = ("argmax", "gumbel")
 MIN_ACCEPTANCE = 1e-3  # rejection sampling gives up below this share of matching rows
 
 
@@ -37,12 +41,14 @@ class TableGenerator(nn.Module):
     """
 
     def __init__(self, latent_dim: int, spans: list, conditions: dict, width: int = 256, depth: int = 2, norm: str = "batch",
-                 noise: str = "normal"):
+                 noise: str = "normal", draw: str = "gumbel"):
         super().__init__()
         _check("latent_dim", latent_dim, latent_dim >= 2, "an integer >= 2 for tables (one coordinate picks the condition)")
         _check("g_depth", depth, depth >= 1, "an integer >= 1")
-        self.config = dict(latent_dim=latent_dim, spans=spans, conditions=conditions, width=width, depth=depth, norm=norm, noise=noise)
-        self.spans, self.noise = [(kind, int(w)) for kind, w in spans], noise
+        _check("category_draw", draw, draw in DRAWS, f"one of {', '.join(DRAWS)}")
+        self.config = dict(latent_dim=latent_dim, spans=spans, conditions=conditions, width=width, depth=depth, norm=norm, noise=noise,
+                           draw=draw)
+        self.spans, self.noise, self.draw = [(kind, int(w)) for kind, w in spans], noise, draw
         self.row_dim, self.condition_dim = sum(w for _, w in self.spans), int(conditions["dim"])
         self.register_buffer("cumulative", torch.tensor(conditions["training"], dtype=torch.float64).cumsum(0).float(), persistent=False)
         self.register_buffer("overwrite", _overwrite_maps(self.spans, conditions), persistent=False)
@@ -74,7 +80,8 @@ class TableGenerator(nn.Module):
         return torch.cat([row * (1 - span) + value, onehot], dim=1)
 
     def _activate(self, logits: Tensor) -> Tensor:
-        """tanh for the offsets; a Gumbel-softmax per softmax span (training) or a one-hot Gumbel-max draw (evaluation).
+        """tanh for the offsets; per softmax span, a softmax of the scores (training) or a one-hot of their
+        argmax (evaluation), the scores first perturbed by Gumbel noise when `draw` is "gumbel".
 
         All softmax spans are handled at once: their units are gathered into (batch, spans, widest span),
         padded with -inf, and scattered back into row order.
@@ -82,11 +89,13 @@ class TableGenerator(nn.Module):
         if not self.padded_width:
             return torch.tanh(logits)
         batch = logits.shape[0]
-        uniform = torch.rand(logits.shape, device=logits.device).clamp_(min=1e-10)
-        x = logits.float() - uniform.log_().neg_().log_()  # + Gumbel(0, 1) noise: -log(-log(U))
+        x = logits.float()
+        if self.draw == "gumbel":
+            uniform = torch.rand(logits.shape, device=logits.device).clamp_(min=1e-10)
+            x = x - uniform.log_().neg_().log_()  # + Gumbel(0, 1) noise: -log(-log(U))
         x = torch.cat([x, x.new_full((batch, 1), -math.inf)], dim=1)[:, self.gather].view(batch, -1, self.padded_width)
         if self.training:
-            x = (x / GUMBEL_TAU).softmax(dim=-1)
+            x = (x / TEMPERATURE).softmax(dim=-1)
         else:
             x = F.one_hot(x.argmax(dim=-1), self.padded_width).float()
         return torch.where(self.is_tanh, torch.tanh(logits), x.flatten(1)[:, self.scatter].to(logits.dtype))
@@ -140,7 +149,7 @@ def build_table_networks(config, dataset) -> tuple[nn.Module, nn.Module]:
     """The table generator and an MLP discriminator over [row, condition] (packing `pack` rows per logit)."""
     transform = dataset.transform
     generator = TableGenerator(config.latent_dim, transform["spans"], transform["conditions"], config.g_width, config.g_depth,
-                               config.g_norm, config.noise)
+                               config.g_norm, config.noise, config.category_draw)
     discriminator = MLPDiscriminator(list(dataset.sample_shape), config.d_width, config.d_depth, config.d_norm, config.pack, config.d_mbstd)
     return generator, discriminator
 
@@ -162,7 +171,7 @@ def sample_rows(generator, n: int, seed: int = 0, where: list[str] | None = None
     draws = torch.Generator().manual_seed(seed + 1)
     chosen, kept, made, accepted = _condition_distribution(transform, pairs), [], 0, 0
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed + 2)  # the Gumbel-max draws of the categories
+        torch.manual_seed(seed + 2)  # the Gumbel-max draws of the categories (draw="gumbel")
         while accepted < n:
             if made >= max(n, batch_size) / MIN_ACCEPTANCE:
                 raise GanforgeError(
