@@ -75,7 +75,6 @@ def clean_test_file(out: Path) -> Path:
     rows = [line.rstrip().removesuffix(".") for line in lines if line.strip() and not line.startswith("|")]
     path, text = out / "adult.test.clean", "\n".join(rows) + "\n"
     if not path.is_file() or path.read_text() != text:  # written whole, then renamed: runs of other seeds may be reading it
-        out.mkdir(parents=True, exist_ok=True)
         partial = out / f"adult.test.clean.{os.getpid()}"
         partial.write_text(text)
         os.replace(partial, path)

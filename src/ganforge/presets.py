@@ -82,7 +82,8 @@ PRESETS["stackedmnist"] = dict(
 # batches of 500 rows, as CTGAN's, but without packing (a packed discriminator did not learn that a
 # category fixes a number) and with each category and number mode picked as the argmax of the
 # generator's scores instead of with CTGAN's Gumbel noise (so a row's columns hold together); an EMA
-# with a horizon fit for short runs, and the steps that keep a fit of UCI Adult within a few CPU minutes. The measurements: docs/BENCHMARKS-tabular.md.
+# with a horizon fit for short runs, and the steps that keep a fit of UCI Adult within a few CPU
+# minutes. The measurements: docs/BENCHMARKS-tabular.md.
 PRESETS["table"] = dict(
     arch="mlp", latent_dim=128, g_width=256, d_width=256, g_depth=2, d_depth=2, g_extra_layers=0, d_extra_layers=0,
     g_norm="batch", d_norm="none", d_mbstd=0, augment="none", ada_target=0.0, groups=1, pack=1, loss="wasserstein", gp_weight=10.0, r1_gamma=0.0,
