@@ -18,7 +18,9 @@ the image presets do not use, would not start.
     python benchmarks/image_quality.py --data ../shared/data/cifar10-test-jpg --setting default --minutes 10
 
 `--at-steps` marks steps instead of minutes, and trains to the last: for seeds run side by side
-on shared cores, read at the steps a timed run of another seed reached at its marks.
+on shared cores, read at the steps a timed run of another seed reached at its marks. `--resume`
+carries on the runs already in `--workdir` (from their last checkpoint, exactly as if they had not
+stopped) to a later last mark, so a curve can be extended without training its start again.
 """
 
 from __future__ import annotations
@@ -53,8 +55,10 @@ def parse_setting(text: str) -> tuple[str, list[str]]:
 def train_for(args: argparse.Namespace, name: str, overrides: list[str], seed: int) -> list[dict]:
     """Trains one setting for the last mark's minutes of training time; returns its evaluation records."""
     out = Path(args.workdir) / f"{name}-{seed}"
+    if args.resume and not (out / "checkpoints").is_dir():
+        raise SystemExit(f"--resume: {out} holds no checkpoints to carry on from")
     command = [
-        sys.executable, "-m", "ganforge", "train", "--data", args.data, "--out", str(out), "--new", "--quiet",
+        sys.executable, "-m", "ganforge", "train", "--data", args.data, "--out", str(out), *([] if args.resume else ["--new"]), "--quiet",
         "--steps", str(max(args.at_steps) if args.at_steps else NEVER), "--seed", str(seed), "--eval_every", str(args.eval_every), "--eval_n", str(args.eval_n),
         "--log_every", "50", "--sample_every", str(args.eval_every * 4), "--checkpoint_every", str(NEVER), "--device", args.device,
         *([f"threads={args.threads}"] if args.threads else []), *overrides,
@@ -123,6 +127,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--workdir", default="runs/image_quality")
     parser.add_argument("--json", default=None, help="also write the per-seed records here")
+    parser.add_argument("--resume", action="store_true", help="carry on the runs in --workdir to the last mark instead of starting anew")
     args = parser.parse_args()
     print(f"# {machine()}; data {args.data}; eval_n {args.eval_n}; threads {args.threads or 'auto'}", flush=True)
     results: dict[str, dict[int, dict]] = {}

@@ -200,6 +200,36 @@ def test_the_image_quality_benchmark_reads_each_mark_from_the_last_evaluation_be
                                                                   300: {"step": 300, "seconds": 900.0, "fd": 3.0}}
 
 
+def test_the_image_quality_benchmark_resumes_its_runs_instead_of_starting_anew(monkeypatch, tmp_path):
+    import argparse
+
+    from helpers import load_benchmark
+
+    bench = load_benchmark("image_quality", monkeypatch)
+    started = []
+
+    class Finished:
+        returncode = 0
+
+        def __init__(self, command):
+            started.append(command)
+
+        def poll(self):
+            return 0
+
+    monkeypatch.setattr(bench.subprocess, "Popen", Finished)
+    args = argparse.Namespace(workdir=str(tmp_path), data="digits", at_steps=None, minutes=[30], eval_every=10, eval_n=100,
+                              device="cpu", threads=None, resume=True)
+    with pytest.raises(SystemExit, match="holds no checkpoints"):
+        bench.train_for(args, "default", [], 0)
+    assert started == []
+    (tmp_path / "default-0" / "checkpoints").mkdir(parents=True)
+    bench.train_for(args, "default", [], 0)
+    args.resume = False
+    bench.train_for(args, "default", [], 0)
+    assert "--new" not in started[0] and "--new" in started[1]
+
+
 def test_a_run_keeps_its_settings_when_a_later_preset_changes(cli, tmp_path, monkeypatch):
     """A run resumes with the values it started with, not refused because a preset moved on; --new takes the new ones."""
     from ganforge import presets
