@@ -307,7 +307,7 @@ def test_a_parquet_table_reads_as_the_same_table_in_csv(tmp_path):
         read_table(tmp_path / "bad.parquet", TableOptions())
 
 
-def test_the_adult_benchmark_counts_rows_whose_relationship_contradicts_sex_or_marriage(monkeypatch):
+def test_the_adult_benchmark_counts_contradictory_rows_and_rows_of_rare_capital(monkeypatch):
     from helpers import load_benchmark
 
     bench = load_benchmark("tabular", monkeypatch)
@@ -317,3 +317,6 @@ def test_the_adult_benchmark_counts_rows_whose_relationship_contradicts_sex_or_m
         "marital-status": ["Married-civ-spouse", "Married-civ-spouse", "Never-married", "Married-AF-spouse", "Never-married", "Divorced"],
     }
     assert bench.contradictory_share(rows) == pytest.approx(2 / 6)  # a female husband, an unmarried wife
+    money = {"capital-gain": [0, 7000, 15024, 6999, 0], "capital-loss": [0, 0, 1902, 0, 0],
+             "income": ["<=50K", ">50K", "<=50K", ">50K", "<=50K"]}
+    assert bench.capital_figures(money) == {"high_gain_rows": 2 / 5, "high_gain_income": 1 / 2, "capital_loss_rows": 1 / 5}
