@@ -19,8 +19,9 @@ the image presets do not use, would not start.
 
 `--at-steps` marks steps instead of minutes, and trains to the last: for seeds run side by side
 on shared cores, read at the steps a timed run of another seed reached at its marks. `--resume`
-carries on the runs already in `--workdir` (from their last checkpoint, exactly as if they had not
-stopped) to a later last mark, so a curve can be extended without training its start again.
+carries on the runs already in `--workdir` (from their last checkpoint: the whole training state,
+optimisers and random streams included) to a later last mark, so a curve can be extended without
+training its start again.
 """
 
 from __future__ import annotations
