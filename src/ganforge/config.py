@@ -26,6 +26,7 @@ from ganforge.losses import LOSSES
 from ganforge.nets import ARCHITECTURES, D_NORMS, NORMS, conv_layout, mbstd_group
 from ganforge.noise import DISTRIBUTIONS
 from ganforge.presets import PRESETS, SMALL_IMAGE_SET, auto_values, shown_value
+from ganforge.tabular import DRAWS
 
 # fast: bf16 where the device computes it natively, else fp32 (resolved on the device: training.state.resolve_speed).
 PRECISION_CHOICES = ("fast", "fp32", "bf16", "fp16")
@@ -89,7 +90,7 @@ class Config:
     category_draw: str | None = key(
         None, "tables: how the generator picks each category and number mode: argmax (a softmax at temperature 0.2 in "
         "training, its argmax when sampling, so a row's picks are one function of the noise) or gumbel (CTGAN's: Gumbel "
-        "noise added to the scores, drawn anew for each column) (auto: argmax)", ("argmax", "gumbel")
+        "noise added to the scores, drawn anew for each column) (auto: argmax)", DRAWS
     )
     # Objective and optimisation
     loss: str | None = key(None, "the GAN loss (relativistic: D on D(x) - D(G(z)) of paired samples, G the mirror)", tuple(LOSSES))
