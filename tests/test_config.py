@@ -280,7 +280,8 @@ def test_flag_help_reads_the_auto_values_from_the_presets(monkeypatch, capsys):
 
     assert presets.auto_values("pack") == "auto: 1"
     assert presets.auto_values("r1_every") == "auto: 1 for other vectors, digits and tables, 16 for Stacked MNIST, else 8"
-    assert presets.auto_values("ema_decay") == "auto: 0.99 for tables, else 0.999"
+    assert presets.auto_values("ema_decay") == "auto: 0.995 for tables, else 0.999"
+    assert presets.auto_values("d_steps_per_g_step") == "auto: 2 for tables, else 1"
     assert presets.auto_values("steps").startswith("auto: 7,000 for ring8, 16,000 for grid25, ")
     # A preset's new value shows in the help, with no second copy to keep in step.
     monkeypatch.setitem(presets.PRESETS, "digits", {**PRESETS["digits"], "batch_size": 96})

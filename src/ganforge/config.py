@@ -100,7 +100,7 @@ class Config:
     r1_every: int | None = key(None, "lazy R1 and R2: apply the penalties on every Nth discriminator step, N times as strong")
     steps: int | None = key(None, "generator steps to train for")
     batch_size: int | None = key(None, "samples per batch (real and generated); the global batch under torchrun")
-    d_steps_per_g_step: int = key(1, "discriminator steps per generator step")
+    d_steps_per_g_step: int | None = key(None, "discriminator steps per generator step")
     lr_g: float | None = key(None, "generator learning rate (Adam)")
     lr_d: float | None = key(None, "discriminator learning rate (Adam)")
     lr_decay: float | None = key(None, "final fraction of the steps over which both learning rates fall linearly to 0")

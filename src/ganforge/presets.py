@@ -15,7 +15,7 @@ _MIXTURE = dict(
     arch="mlp", latent_dim=1, g_width=128, d_width=64, g_depth=4, d_depth=4, g_extra_layers=0, d_extra_layers=0,
     g_norm="none", d_norm="none", d_mbstd=0, augment="none", groups=1, pack=1, loss="nonsaturating", gp_weight=0.0, r2_gamma=0.0, batch_size=512,
     ada_target=0.0, precision="fp32", lr_g=1e-3, lr_d=1e-3, lr_decay=0.4, r1_every=8, beta1=0.0, beta2=0.9, ema_decay=0.999, ema_kimg=0.0, conditional=False,
-    clusters=0, log_every=200, sample_every=2_000, best_metric="reverse_kl",
+    clusters=0, d_steps_per_g_step=1, log_every=200, sample_every=2_000, best_metric="reverse_kl",
 )
 
 # The DCGAN settings (Radford et al. 2016): BatchNorm in both networks and the paper's optimiser
@@ -25,6 +25,7 @@ _DCGAN_IMAGES = dict(
     g_norm="batch", d_norm="batch", d_mbstd=0, augment="none", groups=1, pack=1, loss="nonsaturating", gp_weight=0.0, r1_gamma=0.0, r2_gamma=0.0,
     ada_target=0.0, precision="fp32", r1_every=1, ema_kimg=0.0, conditional=False, clusters=0, steps=10_000, batch_size=64, lr_g=2e-4, lr_d=2e-4,
     lr_decay=0.0, beta1=0.5, beta2=0.999, ema_decay=0.999, log_every=100, sample_every=1_000, checkpoint_every=2_000, best_metric="fd",
+    d_steps_per_g_step=1,
 )
 
 # The modern recipe for images (after R3GAN): the relativistic pairing loss with R1 on real and R2 on
@@ -47,7 +48,7 @@ PRESETS: dict[str, dict] = {
         arch="mlp", g_width=256, d_width=256, g_depth=3, d_depth=3, g_extra_layers=0, d_extra_layers=0,
         g_norm="none", d_norm="none", d_mbstd=0, augment="none", groups=1, pack=1, loss="nonsaturating", gp_weight=0.0, r1_gamma=0.0, r2_gamma=0.0,
         ada_target=0.0, r1_every=1, ema_kimg=0.0, conditional=False, clusters=0, steps=10_000, batch_size=128, lr_g=2e-4, lr_d=2e-4, lr_decay=0.0, beta1=0.5,
-        precision="fp32",
+        precision="fp32", d_steps_per_g_step=1,
         beta2=0.999, ema_decay=0.999, log_every=200, sample_every=2_000, checkpoint_every=5_000, best_metric="fd",
     ),
     # Other images and MNIST: the DCGAN networks trained with the modern recipe above, self-conditioned
@@ -63,7 +64,7 @@ PRESETS: dict[str, dict] = {
         arch="conv", latent_dim=32, g_width=32, d_width=32, g_extra_layers=0, d_extra_layers=0, g_depth=3, d_depth=3,
         g_norm="batch", d_norm="batch", d_mbstd=0, augment="none", groups=1, pack=1, loss="nonsaturating", gp_weight=0.0, r1_gamma=0.0, r2_gamma=0.0,
         ada_target=0.0, r1_every=1, ema_kimg=0.0, conditional=False, clusters=0, steps=10_000, batch_size=64, lr_g=2e-4, lr_d=2e-4, lr_decay=0.0, beta1=0.5,
-        precision="fp32",
+        precision="fp32", d_steps_per_g_step=1,
         beta2=0.999, ema_decay=0.999, log_every=100, sample_every=1_000, checkpoint_every=1_000, best_metric="fd",
     ),
 }
@@ -79,17 +80,17 @@ PRESETS["stackedmnist"] = dict(
 
 # Tables of mixed columns (docs/TABLES.md): a residual MLP generator with BatchNorm and an MLP
 # discriminator over [row, condition] trained as a WGAN-GP critic, Adam at betas (0.5, 0.9) and
-# batches of 500 rows, as CTGAN's, but without packing (a packed discriminator did not learn that a
-# category fixes a number) and with each category and number mode picked as the argmax of the
-# generator's scores instead of with CTGAN's Gumbel noise (so a row's columns hold together); an EMA
-# with a horizon fit for short runs, and the steps that keep a fit of UCI Adult within a few CPU
-# minutes. The measurements: docs/BENCHMARKS-tabular.md.
+# batches of 500 rows, as CTGAN's, but with two critic steps per generator step, without packing
+# (a packed discriminator did not learn that a category fixes a number) and with each category and
+# number mode picked as the argmax of the generator's scores instead of with CTGAN's Gumbel noise
+# (so a row's columns hold together); an EMA with a horizon fit for short runs, and the steps that
+# keep a fit of UCI Adult within 5 CPU minutes. The measurements: docs/BENCHMARKS-tabular.md.
 PRESETS["table"] = dict(
     arch="mlp", latent_dim=128, g_width=256, d_width=256, g_depth=2, d_depth=2, g_extra_layers=0, d_extra_layers=0,
     g_norm="batch", d_norm="none", d_mbstd=0, augment="none", ada_target=0.0, groups=1, pack=1, loss="wasserstein", gp_weight=10.0, r1_gamma=0.0,
     precision="fp32", category_draw="argmax",
-    r2_gamma=0.0, r1_every=1, ema_kimg=0.0, conditional=False, clusters=0, steps=3_600, batch_size=500, lr_g=2e-4, lr_d=2e-4,
-    lr_decay=0.0, beta1=0.5, beta2=0.9, ema_decay=0.99, log_every=100, sample_every=1_000, checkpoint_every=1_200, best_metric="quality",
+    r2_gamma=0.0, r1_every=1, ema_kimg=0.0, conditional=False, clusters=0, steps=3_600, batch_size=500, d_steps_per_g_step=2, lr_g=2e-4, lr_d=2e-4,
+    lr_decay=0.0, beta1=0.5, beta2=0.9, ema_decay=0.995, log_every=100, sample_every=1_000, checkpoint_every=1_200, best_metric="quality",
 )
 
 # Image sets smaller than this get the small_images preset (augmentation with an adaptive probability).
