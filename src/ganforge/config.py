@@ -97,6 +97,10 @@ class Config:
     gp_weight: float | None = key(None, "WGAN-GP gradient penalty weight (0: off)")
     r1_gamma: float | None = key(None, "R1 penalty on real data, weighted gamma/2; 0 turns it off")
     r2_gamma: float | None = key(None, "R2 penalty on generated data, weighted gamma/2; 0 turns it off")
+    diversity: float = key(
+        0.0, "weight of the mode-seeking term in G's loss (MSGAN): penalises samples of one class or cluster that differ "
+        "less than their noise does, for more varied samples; 0 turns it off"
+    )
     r1_every: int | None = key(None, "lazy R1 and R2: apply the penalties on every Nth discriminator step, N times as strong")
     steps: int | None = key(None, "generator steps to train for")
     batch_size: int | None = key(None, "samples per batch (real and generated); the global batch under torchrun")
@@ -176,7 +180,8 @@ DERIVED = ("world_size", "batch_per_process", "precision_used")
 # a saved config.json without one reads as that value, so an older run still resumes.
 ADDED_KEYS = {
     "d_mbstd": 0, "groups": 1, "r2_gamma": 0.0, "ema_kimg": 0.0, "augment": "none", "ada_target": 0.0, "conditional": False,
-    "clusters": 0, "category_draw": "gumbel", "table": None, "columns": None, "header": None, "column_types": None, "target": None, "test_data": None,
+    "clusters": 0, "diversity": 0.0, "category_draw": "gumbel", "table": None, "columns": None, "header": None, "column_types": None,
+    "target": None, "test_data": None,
 }
 
 _TYPES = typing.get_type_hints(Config)
@@ -368,6 +373,7 @@ def validate(config: Config) -> None:
     _require_range("d_mbstd", config.d_mbstd, 0)
     _require(config.clusters in (None, 0) or config.clusters >= 2, "clusters", config.clusters, "0 (off) or a number of clusters >= 2")
     _require_range("clusters", config.clusters, 0)
+    _require(0 <= config.diversity <= MAX_PENALTY, "diversity", config.diversity, f"a number from 0 to {MAX_PENALTY:g}")
     _require(config.lr_decay is None or 0 <= config.lr_decay <= 1, "lr_decay", config.lr_decay, "a fraction in [0, 1]")
     _require_range("eval_n", config.eval_n, MIN_EVAL_SAMPLES)
     _require(config.best_metric in (None, *BEST_METRICS), "best_metric", config.best_metric, "one of " + ", ".join(BEST_METRICS))

@@ -100,6 +100,25 @@ def r1_penalty(discriminator: nn.Module, real: Tensor) -> Tensor:
     return _input_gradient(discriminator, real).flatten(1).pow(2).sum(dim=1).mean()
 
 
+def mode_seeking(z: Tensor, fake: Tensor, classes: Tensor | None = None) -> Tensor:
+    """MSGAN's mode-seeking term (Mao et al. 2019), for the generator's loss.
+
+    For each pair of generated samples, the ratio of how far apart they are to how far apart
+    their noise is (mean absolute differences); the term is the mean of 1 / ratio over the
+    pairs, so it is large where G maps different noise to nearly the same sample. With
+    `classes` (the labels or clusters G was given) only pairs of one class count; 0 when
+    no pair shares one.
+    """
+    n = z.shape[0]
+    pairs = ~torch.eye(n, dtype=torch.bool, device=z.device)
+    if classes is not None:
+        pairs &= classes[:, None] == classes[None, :]
+    samples_apart = torch.cdist(fake.reshape(n, -1), fake.reshape(n, -1), p=1) / fake[0].numel()
+    noise_apart = torch.cdist(z.float(), z.float(), p=1) / z.shape[1]
+    ratio = samples_apart[pairs] / noise_apart[pairs]
+    return (1.0 / (ratio + 1e-5)).mean() if ratio.numel() else fake.new_zeros(())
+
+
 def r2_penalty(discriminator: nn.Module, fake: Tensor) -> Tensor:
     """R2: the same squared gradient norm on generated data, E[||grad D(G(z))||_2^2], scaled by gamma / 2.
 

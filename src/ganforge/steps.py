@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ganforge.losses import GanLoss, gradient_penalty, r1_penalty, r2_penalty
+from ganforge.losses import GanLoss, gradient_penalty, mode_seeking, r1_penalty, r2_penalty
 
 NoiseFn = Callable[[int], Tensor]
 FP32 = nullcontext()  # no autocast: the networks run in fp32
@@ -138,11 +138,15 @@ def generator_step(
     autocast: AbstractContextManager = FP32,
     scaler: torch.amp.GradScaler | None = None,
     real: Tensor | None = None,
+    diversity: float = 0.0,
+    classes: Tensor | None = None,
 ) -> StepResult:
     """One generator update against a frozen discriminator.
 
     `real` is a real batch of `batch_size` samples, needed when the loss compares D(G(z)) with
-    D(x) (`loss.needs_real`, the relativistic loss) and ignored otherwise. With
+    D(x) (`loss.needs_real`, the relativistic loss) and ignored otherwise. `diversity` weighs
+    the mode-seeking term (`losses.mode_seeking`) added to G's loss, over pairs of samples of
+    one class where `classes` (the labels `generator` is bound to) is given. With
     `skip_nonfinite`, an update whose loss or gradients hold NaN/Inf is skipped and the
     generator is left exactly as it was, buffers included.
     """
@@ -156,6 +160,8 @@ def generator_step(
             fake_logits = discriminator(fake).float()  # 3. the discriminator classifies them (and, to compare, the reals)
             real_logits = discriminator(real).float() if loss.needs_real else None
         g_loss = loss.generator(fake_logits, real_logits)  # 4. penalise G for not fooling D
+        if diversity:  # (and, asked to, for samples alike though their noise differs)
+            g_loss = g_loss + diversity * mode_seeking(z, fake.float(), classes)
         g_optimizer.zero_grad(set_to_none=True)
         (scaler.scale(g_loss) if scaler else g_loss).backward()  # 5. backpropagate through D (no weight grads) into G
         applied = apply_update(g_optimizer, g_loss, skip_nonfinite, scaler)  # 6. update only the generator's weights

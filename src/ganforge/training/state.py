@@ -495,13 +495,14 @@ class Trainer:
         for optimizer, lr in ((self.g_optimizer, config.lr_g), (self.d_optimizer, config.lr_d)):
             for group in optimizer.param_groups:
                 group["lr"] = lr * factor
-        applied, real, players = None, None, None
+        applied, real, players, classes = None, None, None, None
         for d_step in range(self.step * config.d_steps_per_g_step, (self.step + 1) * config.d_steps_per_g_step):
             # Lazy R1 and R2: every r1_every-th discriminator step, r1_every times as strong.
             lazy = config.r1_every if d_step % config.r1_every == 0 else 0.0
             index = distributed.shard(self.sampler.next())
             real = data.real_batch(index)
-            players = self._players(None if self.labels is None else self.labels[index])
+            classes = None if self.labels is None else self.labels[index]
+            players = self._players(classes)
             d_out = discriminator_step(
                 players.g_frozen, players.d_run, self.d_optimizer, self.loss, self.local_noise, real,
                 config.gp_weight, config.r1_gamma * lazy, skip_nonfinite, speed.autocast, speed.d_scaler, players.d_train,
@@ -512,7 +513,7 @@ class Trainer:
                 self.adaptive.observe(d_out.real_logits, d_out.fake_logits)
         g_out = generator_step(  # with the last D step's reals (and their classes), for a loss that compares
             players.g_run, players.d_frozen, self.g_optimizer, self.loss, self.local_noise, self.local_batch, skip_nonfinite,
-            speed.autocast, speed.g_scaler, real=real,
+            speed.autocast, speed.g_scaler, real=real, diversity=config.diversity, classes=classes,
         )
         if self.ema is not None:
             self.ema.decay = ema_decay(config, self.step)
