@@ -361,7 +361,7 @@ def validate(config: Config) -> None:
         _require(value is None or 0 <= value < 1, key, value, "a number in [0, 1)")
     _require(config.ema_decay is None or 0 <= config.ema_decay < 1, "ema_decay", config.ema_decay, "a number in [0, 1)")
     _require(0 <= config.seed < 2**31, "seed", config.seed, "an integer from 0 to 2**31 - 1")
-    for key in ("gp_weight", "r1_gamma", "r2_gamma"):
+    for key in ("gp_weight", "r1_gamma", "r2_gamma", "diversity"):
         value = getattr(config, key)
         _require(value is None or 0 <= value <= MAX_PENALTY, key, value, f"a number from 0 to {MAX_PENALTY:g}")
     ada = config.ada_target
@@ -373,7 +373,6 @@ def validate(config: Config) -> None:
     _require_range("d_mbstd", config.d_mbstd, 0)
     _require(config.clusters in (None, 0) or config.clusters >= 2, "clusters", config.clusters, "0 (off) or a number of clusters >= 2")
     _require_range("clusters", config.clusters, 0)
-    _require(0 <= config.diversity <= MAX_PENALTY, "diversity", config.diversity, f"a number from 0 to {MAX_PENALTY:g}")
     _require(config.lr_decay is None or 0 <= config.lr_decay <= 1, "lr_decay", config.lr_decay, "a fraction in [0, 1]")
     _require_range("eval_n", config.eval_n, MIN_EVAL_SAMPLES)
     _require(config.best_metric in (None, *BEST_METRICS), "best_metric", config.best_metric, "one of " + ", ".join(BEST_METRICS))

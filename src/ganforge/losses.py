@@ -113,8 +113,9 @@ def mode_seeking(z: Tensor, fake: Tensor, classes: Tensor | None = None) -> Tens
     pairs = ~torch.eye(n, dtype=torch.bool, device=z.device)
     if classes is not None:
         pairs &= classes[:, None] == classes[None, :]
-    samples_apart = torch.cdist(fake.reshape(n, -1), fake.reshape(n, -1), p=1) / fake[0].numel()
-    noise_apart = torch.cdist(z.float(), z.float(), p=1) / z.shape[1]
+    flat, noise = fake.reshape(n, -1), z.float()
+    samples_apart = torch.cdist(flat, flat, p=1) / flat.shape[1]
+    noise_apart = torch.cdist(noise, noise, p=1) / noise.shape[1]
     ratio = samples_apart[pairs] / noise_apart[pairs]
     return (1.0 / (ratio + 1e-5)).mean() if ratio.numel() else fake.new_zeros(())
 
