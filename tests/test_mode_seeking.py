@@ -1,16 +1,20 @@
 """The mode-seeking term (`diversity=`): its value on hand-picked samples, its pairs within a class,
-and the generator step that adds it with the discriminator still frozen."""
+the generator step that adds it with the discriminator still frozen, and `diversity_kimg`, which stops it."""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
 
 from ganforge import LOSSES, NoiseSampler, generator_step
 from ganforge.cli import main
+from ganforge.config import make_config, resolve
+from ganforge.data import load_dataset
 from ganforge.losses import mode_seeking
+from ganforge.training.state import Trainer, diversity_weight
 from helpers import digits_args
 from test_steps import BATCH, assert_bit_identical, count_grad_hooks, make_pair, state_copy
 
@@ -75,7 +79,41 @@ def test_generator_step_adds_the_term_and_keeps_the_discriminator_frozen(kind):
 
 
 def test_a_conditional_run_trains_with_diversity_and_a_negative_weight_is_refused(tmp_path, capsys):
-    assert main(digits_args(tmp_path / "run", 10, "conditional=true", "diversity=0.5")) == 0
+    assert main(digits_args(tmp_path / "run", 10, "conditional=true", "diversity=0.5", "diversity_kimg=0.32")) == 0
     assert main(digits_args(tmp_path / "bad", 10, "diversity=-1")) == 2
     err = capsys.readouterr().err
     assert "diversity=-1" in err and "a number from 0 to" in err
+    assert main(digits_args(tmp_path / "bad_kimg", 10, "diversity=0.5", "diversity_kimg=-2")) == 2
+    err = capsys.readouterr().err
+    assert "diversity_kimg=-2" in err and "a number from 0 to" in err
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "bad_kimg").exists()
+
+
+def test_diversity_kimg_stops_the_term_at_that_many_images():
+    # 1.024 thousand images in batches of 64: steps 0-15 train with the term, step 16 on without it.
+    config = make_config({"diversity": 0.03, "diversity_kimg": 1.024, "batch_size": 64})
+    assert [diversity_weight(config, step) for step in range(20)] == [0.03] * 16 + [0.0] * 4
+    assert diversity_weight(dataclasses.replace(config, diversity_kimg=0.0), 10**6) == 0.03  # 0: never stops
+
+
+def test_a_run_whose_term_stops_trains_as_one_switched_off_by_hand(tmp_path):
+    """diversity_kimg stops the term and nothing else: the run matches one whose weight is set to 0 at
+    that step, and differs from one that keeps the term."""
+    torch.set_num_threads(1)
+    dataset = load_dataset("ring8")
+
+    def trainer(**keys):
+        values = {"data": "ring8", "out": str(tmp_path), "steps": 6, "batch_size": 8, "g_width": 4, "d_width": 4, "diversity": 0.5, **keys}
+        return Trainer(resolve(make_config(values), dataset.kind, dataset.sample_shape, "ring8"), dataset, torch.device("cpu"), say=lambda *_: None)
+
+    stopping, by_hand, kept = trainer(diversity_kimg=0.024), trainer(), trainer()  # 24 images: 3 steps of 8
+    for step in range(6):
+        if step == 3:
+            by_hand.config = dataclasses.replace(by_hand.config, diversity=0.0)
+        for run in (stopping, by_hand, kept):
+            run.iteration(skip_nonfinite=False)
+        if step == 2:
+            assert_bit_identical(stopping.generator, state_copy(kept.generator))
+    assert_bit_identical(stopping.generator, state_copy(by_hand.generator))
+    assert_bit_identical(stopping.discriminator, state_copy(by_hand.discriminator))
+    assert any(not torch.equal(p, q) for p, q in zip(stopping.generator.parameters(), kept.generator.parameters()))

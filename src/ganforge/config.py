@@ -101,6 +101,7 @@ class Config:
         0.0, "weight of the mode-seeking term in G's loss (MSGAN): penalises samples of one class or cluster that differ "
         "less than their noise does, for more varied samples; 0 turns it off"
     )
+    diversity_kimg: float = key(0.0, "the mode-seeking term stops once this many thousand images have been trained on (steps x batch_size); 0: never")
     r1_every: int | None = key(None, "lazy R1 and R2: apply the penalties on every Nth discriminator step, N times as strong")
     steps: int | None = key(None, "generator steps to train for")
     batch_size: int | None = key(None, "samples per batch (real and generated); the global batch under torchrun")
@@ -180,7 +181,7 @@ DERIVED = ("world_size", "batch_per_process", "precision_used")
 # a saved config.json without one reads as that value, so an older run still resumes.
 ADDED_KEYS = {
     "d_mbstd": 0, "groups": 1, "r2_gamma": 0.0, "ema_kimg": 0.0, "augment": "none", "ada_target": 0.0, "conditional": False,
-    "clusters": 0, "diversity": 0.0, "category_draw": "gumbel", "table": None, "columns": None, "header": None, "column_types": None,
+    "clusters": 0, "diversity": 0.0, "diversity_kimg": 0.0, "category_draw": "gumbel", "table": None, "columns": None, "header": None, "column_types": None,
     "target": None, "test_data": None,
 }
 
@@ -200,8 +201,8 @@ MAXIMA = {
 }
 # The largest penalty weight: beyond it the penalty alone decides every step.
 MAX_PENALTY = 1e6
-# The longest EMA half-life, in thousands of images (a billion images).
-MAX_EMA_KIMG = 1e6
+# The largest count in thousands of images (a billion images): the EMA half-life, how long the mode-seeking term lasts.
+MAX_KIMG = 1e6
 # Samples an evaluation needs at least: density/coverage's 5 nearest neighbours and the sample itself.
 MIN_EVAL_SAMPLES = 6
 
@@ -366,7 +367,9 @@ def validate(config: Config) -> None:
         _require(value is None or 0 <= value <= MAX_PENALTY, key, value, f"a number from 0 to {MAX_PENALTY:g}")
     ada = config.ada_target
     _require(ada is None or 0 <= ada < 1, "ada_target", ada, "a number from 0 (always augment) up to but not including 1")
-    _require(config.ema_kimg is None or 0 <= config.ema_kimg <= MAX_EMA_KIMG, "ema_kimg", config.ema_kimg, f"a number from 0 to {MAX_EMA_KIMG:g}")
+    for key in ("ema_kimg", "diversity_kimg"):
+        value = getattr(config, key)
+        _require(value is None or 0 <= value <= MAX_KIMG, key, value, f"a number from 0 to {MAX_KIMG:g}")
     if config.augment is not None:
         parse_policy(config.augment)
     _require(config.d_mbstd in (None, 0) or config.d_mbstd >= 2, "d_mbstd", config.d_mbstd, "0 (off) or a group size >= 2")

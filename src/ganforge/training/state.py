@@ -513,7 +513,7 @@ class Trainer:
                 self.adaptive.observe(d_out.real_logits, d_out.fake_logits)
         g_out = generator_step(  # with the last D step's reals (and their classes), for a loss that compares
             players.g_run, players.d_frozen, self.g_optimizer, self.loss, self.local_noise, self.local_batch, skip_nonfinite,
-            speed.autocast, speed.g_scaler, real=real, diversity=config.diversity, classes=classes,
+            speed.autocast, speed.g_scaler, real=real, diversity=diversity_weight(config, self.step), classes=classes,
         )
         if self.ema is not None:
             self.ema.decay = ema_decay(config, self.step)
@@ -545,6 +545,14 @@ def ema_decay(config: Config, step: int) -> float:
     images = (step + 1) * config.batch_size
     half_life = min(config.ema_kimg * 1000, images * EMA_RAMPUP)
     return 0.5 ** (config.batch_size / max(half_life, 1e-8))
+
+
+def diversity_weight(config: Config, step: int) -> float:
+    """The mode-seeking term's weight in the generator step `step`: `diversity`, until `diversity_kimg`
+    thousand images have been trained on (0: throughout)."""
+    if config.diversity_kimg and step * config.batch_size >= config.diversity_kimg * 1000:
+        return 0.0
+    return config.diversity
 
 
 def _both(a: Tensor | None, b: Tensor | None) -> Tensor | None:
