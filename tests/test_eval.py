@@ -311,6 +311,7 @@ def test_eval_command_writes_json_and_history(cli, copy_run, digits_run, tmp_pat
         "fd", "kid_mean", "kid_std", "precision", "recall", "density", "coverage", "classes_covered", "class_kl", "classifier_score",
     }
     assert record["real_baseline"]["fd"] < record["metrics"]["fd"]
+    assert "training" not in record["real_baseline"]  # digits are their own reference: no held-out images
     assert json.loads((run / "eval.json").read_text()) == record
     second = cli("eval", run, "--n", "60", "--cache-dir", cache, "--metrics", "fd,kid", "--seed", "0")
     assert second.code == 0
@@ -354,6 +355,24 @@ def test_eval_command_on_stacked_mnist_reports_modes(cli, fake_mnist, tmp_path):
     assert set(record["metrics"]) == {"modes", "kl", "channel_kl"} and 1 <= record["metrics"]["modes"] <= 40
     assert len(record["metrics"]["channel_kl"]) == 3 and sum(record["metrics"]["channel_kl"]) <= record["metrics"]["kl"] + 1e-9
     assert record["real_baseline"]["n_modes"] == 40
+
+
+def test_mnist_real_baseline_scores_training_images_as_the_generator_is_scored(cli, fake_mnist, tmp_path):
+    """The test images are the reference, so the baseline also scores training images at the generator's
+    count against all of them: the same protocol as the generator's own figures."""
+    run = tmp_path / "run"
+    trained = cli("train", "--data", f"mnist:{fake_mnist}", "--steps", "2", "--out", run, "--batch_size", "8",
+                  "--g_width", "4", "--d_width", "4", "--device", "cpu", "--quiet")
+    assert trained.code == 0, trained.err
+    record = json.loads(cli("eval", run, "--n", "16", "--no-cache", "--real-baseline").out)
+    baseline = record["real_baseline"]
+    assert record["n_real"] == 20 and baseline["n"] == 10
+    training = baseline["training"]
+    assert training["n"] == 16 and set(training) == {*record["metrics"], "n"}
+    # Training images are drawn from the same noise as the test images; two steps of a tiny generator are not.
+    assert training["fd"] < record["metrics"]["fd"] / 2
+    again = json.loads(cli("eval", run, "--n", "16", "--no-cache", "--real-baseline", "--metrics", "fd").out)
+    assert again["real_baseline"]["training"]["fd"] == pytest.approx(training["fd"])
 
 
 @pytest.mark.parametrize("script", ["mnist_quality", "stacked_mnist"])

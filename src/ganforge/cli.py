@@ -136,7 +136,10 @@ def _add_eval(commands) -> None:
         "--features", default="auto", help="auto (default: by data), digits8, mnist28, mnist28b (a second MNIST reader), inception, pixels or raw (vectors)"
     )
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the noise, the real subset and KID's subsets (default 0)")
-    evaluate.add_argument("--real-baseline", action="store_true", help="also report each metric between two halves of the real data")
+    evaluate.add_argument(
+        "--real-baseline", action="store_true",
+        help="also report each metric between two halves of the real data (and, for MNIST, for training images against the test images)",
+    )
     evaluate.add_argument("--target", metavar="COLUMN", help="tables: the categorical column ML efficacy predicts (default: the run's target=)")
     evaluate.add_argument("--test-data", dest="test_data", metavar="FILE",
                           help="tables: held-out real rows for ML efficacy and the privacy check (default: the run's test_data=)")
