@@ -337,13 +337,13 @@ def _training_baseline(
     config: dict, real: Dataset, n: int, metrics: tuple[str, ...] | None, features: str, seed: int, cache: Path | None,
     device: torch.device | str,
 ) -> dict:
-    """`n` of the training images scored exactly as the generator was, against the held-out reference.
+    """`n` samples of the run's training data scored exactly as the generator was, against a held-out reference.
 
-    What a generator that drew its own training images would score, at the protocol of the
+    What a generator that drew its own training data would score, at the protocol of the
     generator's own figures: the same count, reference and features (the two real halves of
     `_real_baseline` are scored at half the count, which raises precision and recall).
     """
-    training = load_mnist(parse_spec(config["data"]).path, config.get("image_size"), split="train")
+    training = _training_data(config)
     drawn = _subset(training, min(n, len(training)), seed + 2)
     scored = evaluate_samples(as_samples(drawn), real, metrics=metrics, features=features, seed=seed, cache=cache, device=device)
     return {**scored["metrics"], "n": len(drawn)}
@@ -402,15 +402,20 @@ def reference_dataset(config: dict) -> Dataset:
             return Dataset(data, "images", test.samples, test.transform, test.labels, info={"split": "t10k"})
         except GanforgeError:
             pass  # no test files: the training images are the reference
-    options = table_options(config)
-    dataset = load_dataset(data, config.get("image_size"), config.get("channels"), config.get("on_bad_image", "error"), options)
+    dataset = _training_data(config)
     if dataset.kind == "table":
         dataset.info["target"] = config.get("target")
         if config.get("target"):
             check_target(config["target"], dataset.transform)
         if config.get("test_data"):
-            dataset.info["test"] = read_held_out(Path(config["test_data"]).expanduser(), options, dataset.transform)
+            dataset.info["test"] = read_held_out(Path(config["test_data"]).expanduser(), table_options(config), dataset.transform)
     return dataset
+
+
+def _training_data(config: dict) -> Dataset:
+    """The data a run trained on, loaded as `ganforge train` loads it."""
+    options = table_options(config)
+    return load_dataset(config["data"], config.get("image_size"), config.get("channels"), config.get("on_bad_image", "error"), options)
 
 
 def evaluate_run(
@@ -445,7 +450,7 @@ def evaluate_run(
             config = {**config, key: value}
     real = reference_dataset(config)
     result = evaluate(generator, real, n=n, metrics=metrics, features=features, seed=seed, real_baseline=real_baseline, cache=cache, device=device)
-    if real_baseline and real.info.get("split") == "t10k":
+    if real_baseline and "split" in real.info:  # a held-out reference (MNIST's test images)
         result["real_baseline"]["training"] = _training_baseline(config, real, result["n"], metrics, features, seed, cache, device)
     step = generator.spec.get("step")
     reference = f"{real.name} ({real.info.get('split', 'training data')}, {len(real)} samples)"
