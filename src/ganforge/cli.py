@@ -127,7 +127,7 @@ def _add_eval(commands) -> None:
         description="Score a run's exported generator against its real data. The defaults pick the metrics for the data: "
         "mode statistics for 2D mixtures and Stacked MNIST; Fréchet distance, KID, precision/recall, density/coverage "
         "and class statistics in the shipped classifier's features for digits and MNIST; Inception features for other "
-        "images when torch-fidelity is installed.",
+        "images with pip install 'ganforge[inception]' (else downsampled pixels, with a note).",
     )
     evaluate.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by 'ganforge train'")
     evaluate.add_argument("--n", type=int, help="generated samples (default: 2,500 for mixtures, 26,000 for Stacked MNIST, else as many as real, <= 10,000)")

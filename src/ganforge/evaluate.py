@@ -12,8 +12,8 @@ Defaults by kind of data (`domain`):
   classifier's features (`digits8` / `mnist28`) and class statistics, as many samples as
   the reference has (at most 10,000; MNIST's reference is its 10,000 test images);
 - Stacked MNIST: modes and KL over the 1,000 digit triples (26,000 samples);
-- other images: the same feature metrics in Inception-v3 features when torch-fidelity and
-  its weights are there, else in downsampled pixels with a note saying so;
+- other images: the same feature metrics in Inception-v3 features when `ganforge[inception]`
+  (or torch-fidelity and its weights) is there, else in downsampled pixels with a note saying so;
 - other vectors: the feature metrics on the vectors themselves;
 - tables: quality (column shapes and pair trends), ML efficacy on `test_data` for `target`, and the
   privacy check (`metrics/tabular.py`), on as many rows as the training table has (at most 10,000).
