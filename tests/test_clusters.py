@@ -162,3 +162,27 @@ def test_a_run_saved_before_self_conditioning_resumes_without_it(cli, tmp_path, 
     assert json.loads((run / "config.json").read_text())["clusters"] == 0
     assert cli(*digits_args(tmp_path / "fresh", 5)).code == 0  # a new run takes the preset's clusters
     assert json.loads((tmp_path / "fresh" / "config.json").read_text())["clusters"] == 4
+
+
+def test_batchnorm_is_recalibrated_on_every_cluster_at_its_share(monkeypatch):
+    """With more clusters than a calibration batch holds (80 > 64), the exported generator's BatchNorm statistics
+    still come from all of them, each at its share of the training images, as the training batches drew them
+    (clusters in turn would reach only the first 64)."""
+    import ganforge.training.state as trainer_module
+    from ganforge.data import load_dataset
+
+    calls = []
+    recalibrate = trainer_module.recalibrate_batchnorm
+    monkeypatch.setattr(trainer_module, "recalibrate_batchnorm", lambda *args, **kwargs: calls.append(kwargs) or recalibrate(*args, **kwargs))
+    dataset = load_dataset("digits")
+    keys = {"data": "digits", "clusters": 80, "batch_size": 16, "g_width": 4, "d_width": 4, "device": "cpu"}
+    config = resolve(make_config(keys), dataset.kind, dataset.sample_shape, "digits", size=len(dataset))
+    trainer = trainer_module.Trainer(config, dataset, torch.device("cpu"), say=lambda *_: None)
+    trainer.sampling_generator()
+    draw = calls[-1]["labels"]
+    assert draw is not None, "the calibration ran without cluster labels"
+    drawn = torch.bincount(draw(64 * 16), minlength=80)
+    assert (drawn[64:] > 0).any(), "the calibration batches never reach clusters past the 64th"
+    share = torch.bincount(trainer.labels, minlength=80).double() / len(trainer.labels)
+    drawn = torch.bincount(draw(200_000), minlength=80).double() / 200_000
+    assert (drawn - share).abs().sum() / 2 < 0.01, "clusters are not drawn at their share of the training images"

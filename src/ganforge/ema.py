@@ -32,13 +32,21 @@ class EMA:
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(generator: nn.Module, noise: Callable[[int], Tensor], batches: int = 16, batch_size: int = 256) -> None:
+def recalibrate_batchnorm(
+    generator: nn.Module,
+    noise: Callable[[int], Tensor],
+    batches: int = 16,
+    batch_size: int = 256,
+    labels: Callable[[int], Tensor] | None = None,
+) -> None:
     """Re-estimates BatchNorm running statistics of `generator` for its current weights.
 
     Averaged weights and the live network's running statistics do not match; running a few
     noise batches in training mode with a cumulative average (momentum=None) gives the
     population statistics of this exact generator, so eval-mode samples look like
-    training-mode ones. The module is left in eval mode.
+    training-mode ones. A conditional generator takes `labels(n)` with each batch, drawn as
+    training drew them (else it would see only the classes a batch's length reaches in turn).
+    The module is left in eval mode.
     """
     norms = [m for m in generator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms:
@@ -50,7 +58,7 @@ def recalibrate_batchnorm(generator: nn.Module, noise: Callable[[int], Tensor], 
         m.momentum = None
     generator.train()
     for _ in range(batches):
-        generator(noise(batch_size))
+        generator(noise(batch_size)) if labels is None else generator(noise(batch_size), labels(batch_size))
     for m, momentum in zip(norms, saved):
         m.momentum = momentum
     generator.eval()

@@ -419,8 +419,16 @@ class Trainer:
             net = build_network(type(source).__name__, source.config).to(self.device)
             net.load_state_dict(source.state_dict())
             calibration = NoiseSampler(config.latent_dim, config.noise, self.device, seed=config.seed + SAMPLE_SEED_OFFSET + 1)
-            recalibrate_batchnorm(net, calibration, batch_size=max(config.batch_size, 64))
+            recalibrate_batchnorm(net, calibration, batch_size=max(config.batch_size, 64), labels=self._label_draw())
         return net
+
+    def _label_draw(self) -> Callable[[int], Tensor] | None:
+        """n class (or cluster) labels drawn as training draws them, from the training images' own labels; None
+        for an unconditional run."""
+        if self.labels is None:
+            return None
+        labels, stream = self.labels, torch.Generator().manual_seed(self.config.seed + SAMPLE_SEED_OFFSET + 3)
+        return lambda n: labels[torch.randint(len(labels), (n,), generator=stream).to(labels.device)]
 
     def save(self, run_dir: Path) -> nn.Module | None:
         """Exports the sampling generator and writes a full-state checkpoint; returns that generator.
