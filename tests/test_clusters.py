@@ -186,3 +186,13 @@ def test_batchnorm_is_recalibrated_on_every_cluster_at_its_share(monkeypatch):
     share = torch.bincount(trainer.labels, minlength=80).double() / len(trainer.labels)
     drawn = torch.bincount(draw(200_000), minlength=80).double() / 200_000
     assert (drawn - share).abs().sum() / 2 < 0.01, "clusters are not drawn at their share of the training images"
+
+
+def test_batchnorm_recalibration_feeds_each_batch_the_labels_it_is_given():
+    from ganforge.ema import recalibrate_batchnorm
+    from ganforge.nets import ConvGenerator
+
+    spy = LabelSpy(ConvGenerator(4, 1, 8, 4, 0, "batch", 80))
+    recalibrate_batchnorm(spy, lambda n: torch.randn(n, 4), batches=3, batch_size=8, labels=lambda n: torch.full((n,), 70))
+    assert len(spy.seen) == 3 and all(labels.tolist() == [70] * 8 for labels in spy.seen)
+    assert not spy.training
