@@ -55,11 +55,19 @@ def _resolved(size: int = 60_000, **keys):
 
 
 def test_the_images_preset_self_conditions_unless_the_run_cannot_take_it():
-    assert _resolved().clusters == 50
+    assert _resolved().clusters == 400
     assert _resolved(size=10_000).clusters == 0  # small image sets: their own preset
     assert resolve(make_config({"data": "digits", "conditional": True}), "images", (1, 8, 8), "x", 10, 1797).clusters == 0
     assert _resolved(arch="mlp").clusters == 0 and _resolved(pack=2).clusters == 0
     assert _resolved(clusters=0).clusters == 0 and _resolved(clusters=7).clusters == 7
+
+
+def test_the_presets_mode_seeking_term_comes_with_its_clusters_and_a_set_weight_stays():
+    conditional = resolve(make_config({"data": "imgs.npy", "conditional": True}), "images", (1, 28, 28), "x", 10, 60_000)
+    assert (_resolved().diversity, _resolved().diversity_kimg) == (0.03, 0.0)
+    assert _resolved(clusters=7).diversity == 0.03
+    assert _resolved(clusters=0).diversity == 0.0 and _resolved(arch="mlp").diversity == 0.0 and conditional.diversity == 0.0
+    assert _resolved(clusters=0, diversity=0.5).diversity == 0.5 and _resolved(diversity=0).diversity == 0.0
 
 
 @pytest.mark.parametrize("keys,message", [
@@ -162,6 +170,22 @@ def test_a_run_saved_before_self_conditioning_resumes_without_it(cli, tmp_path, 
     assert json.loads((run / "config.json").read_text())["clusters"] == 0
     assert cli(*digits_args(tmp_path / "fresh", 5)).code == 0  # a new run takes the preset's clusters
     assert json.loads((tmp_path / "fresh" / "config.json").read_text())["clusters"] == 4
+
+
+def test_a_self_conditioned_run_begun_without_the_term_resumes_without_it(cli, tmp_path, monkeypatch):
+    """A run begun when the preset self-conditioned without the mode-seeking term goes on without it once the
+    preset adds the term, and a new run takes it."""
+    from ganforge import presets
+
+    monkeypatch.setitem(presets.PRESETS, "digits", {**presets.PRESETS["digits"], "clusters": 4})
+    run = tmp_path / "run"
+    assert cli(*digits_args(run, 5)).code == 0
+    monkeypatch.setitem(presets.PRESETS, "digits", {**presets.PRESETS["digits"], "clusters": 4, "diversity": 0.5})
+    resumed = cli(*digits_args(run, 10))
+    assert resumed.code == 0 and "from step 5" in resumed.err
+    assert json.loads((run / "config.json").read_text())["diversity"] == 0.0
+    assert cli(*digits_args(tmp_path / "fresh", 5)).code == 0
+    assert json.loads((tmp_path / "fresh" / "config.json").read_text())["diversity"] == 0.5
 
 
 def test_batchnorm_is_recalibrated_on_every_cluster_at_its_share(monkeypatch):

@@ -97,11 +97,13 @@ class Config:
     gp_weight: float | None = key(None, "WGAN-GP gradient penalty weight (0: off)")
     r1_gamma: float | None = key(None, "R1 penalty on real data, weighted gamma/2; 0 turns it off")
     r2_gamma: float | None = key(None, "R2 penalty on generated data, weighted gamma/2; 0 turns it off")
-    diversity: float = key(
-        0.0, "weight of the mode-seeking term in G's loss (MSGAN): penalises samples of one class or cluster that differ "
-        "less than their noise does, for more varied samples; 0 turns it off"
+    diversity: float | None = key(
+        None, "weight of the mode-seeking term in G's loss (MSGAN): penalises samples of one class or cluster that differ "
+        "less than their noise does, for more varied samples; 0 turns it off; a preset's term comes with its clusters"
     )
-    diversity_kimg: float = key(0.0, "the mode-seeking term stops once this many thousand images have been trained on (steps x batch_size); 0: never")
+    diversity_kimg: float | None = key(
+        None, "the mode-seeking term stops once this many thousand images have been trained on (steps x batch_size); 0: never"
+    )
     r1_every: int | None = key(None, "lazy R1 and R2: apply the penalties on every Nth discriminator step, N times as strong")
     steps: int | None = key(None, "generator steps to train for")
     batch_size: int | None = key(None, "samples per batch (real and generated); the global batch under torchrun")
@@ -433,6 +435,7 @@ def resolve(
     if values["conditional"]:
         _check_conditional(config.data, values, classes)
     _check_clusters(config, values, size)
+    _check_diversity(config, values)
     if kind == "images":
         values["channels"] = sample_shape[0]
         values["image_size"] = sample_shape[-1]
@@ -498,6 +501,13 @@ def _check_clusters(config: Config, values: dict, size: int | None) -> None:
         values["clusters"] = 0
     else:
         raise GanforgeError(f"clusters={config.clusters} cannot be used here: {problem}, or clusters=0")
+
+
+def _check_diversity(config: Config, values: dict) -> None:
+    """A preset's mode-seeking term was tuned with its self-conditioning clusters: a run without them
+    (conditional, clusters=0, another arch) leaves the preset's term off; a weight the user set stays."""
+    if config.diversity is None and not values["clusters"]:
+        values["diversity"] = 0.0
 
 
 def diff(saved: dict, current: Config) -> list[str]:

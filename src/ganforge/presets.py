@@ -15,7 +15,7 @@ _MIXTURE = dict(
     arch="mlp", latent_dim=1, g_width=128, d_width=64, g_depth=4, d_depth=4, g_extra_layers=0, d_extra_layers=0,
     g_norm="none", d_norm="none", d_mbstd=0, augment="none", groups=1, pack=1, loss="nonsaturating", gp_weight=0.0, r2_gamma=0.0, batch_size=512,
     ada_target=0.0, precision="fp32", lr_g=1e-3, lr_d=1e-3, lr_decay=0.4, r1_every=8, beta1=0.0, beta2=0.9, ema_decay=0.999, ema_kimg=0.0, conditional=False,
-    clusters=0, d_steps_per_g_step=1, log_every=200, sample_every=2_000, best_metric="reverse_kl",
+    clusters=0, diversity=0.0, diversity_kimg=0.0, d_steps_per_g_step=1, log_every=200, sample_every=2_000, best_metric="reverse_kl",
 )
 
 # The DCGAN settings (Radford et al. 2016): BatchNorm in both networks and the paper's optimiser
@@ -25,7 +25,7 @@ _DCGAN_IMAGES = dict(
     g_norm="batch", d_norm="batch", d_mbstd=0, augment="none", groups=1, pack=1, loss="nonsaturating", gp_weight=0.0, r1_gamma=0.0, r2_gamma=0.0,
     ada_target=0.0, precision="fp32", r1_every=1, ema_kimg=0.0, conditional=False, clusters=0, steps=10_000, batch_size=64, lr_g=2e-4, lr_d=2e-4,
     lr_decay=0.0, beta1=0.5, beta2=0.999, ema_decay=0.999, log_every=100, sample_every=1_000, checkpoint_every=2_000, best_metric="fd",
-    d_steps_per_g_step=1,
+    d_steps_per_g_step=1, diversity=0.0, diversity_kimg=0.0,
 )
 
 # The modern recipe for images (after R3GAN): the relativistic pairing loss with R1 on real and R2 on
@@ -48,12 +48,13 @@ PRESETS: dict[str, dict] = {
         arch="mlp", g_width=256, d_width=256, g_depth=3, d_depth=3, g_extra_layers=0, d_extra_layers=0,
         g_norm="none", d_norm="none", d_mbstd=0, augment="none", groups=1, pack=1, loss="nonsaturating", gp_weight=0.0, r1_gamma=0.0, r2_gamma=0.0,
         ada_target=0.0, r1_every=1, ema_kimg=0.0, conditional=False, clusters=0, steps=10_000, batch_size=128, lr_g=2e-4, lr_d=2e-4, lr_decay=0.0, beta1=0.5,
-        precision="fp32", d_steps_per_g_step=1,
+        precision="fp32", d_steps_per_g_step=1, diversity=0.0, diversity_kimg=0.0,
         beta2=0.999, ema_decay=0.999, log_every=200, sample_every=2_000, checkpoint_every=5_000, best_metric="fd",
     ),
     # Other images and MNIST: the DCGAN networks trained with the modern recipe above, self-conditioned
-    # on 50 k-means clusters of the training images (docs/studies/2026-12-05-self-conditioning.md).
-    "images": dict(_DCGAN_IMAGES, **_IMAGE_RECIPE, clusters=50),
+    # on 400 k-means clusters of the training images, with MSGAN's mode-seeking term within each cluster
+    # (docs/studies/2026-12-05-self-conditioning.md, docs/studies/2026-12-06-mnist-400-clusters-timed.md).
+    "images": dict(_DCGAN_IMAGES, **_IMAGE_RECIPE, clusters=400, diversity=0.03),
     # The same for image sets of fewer than SMALL_IMAGE_SET images, where a discriminator can come to
     # memorise its training images: DiffAugment's three operations, each reaching an image with ADA's
     # adaptive probability, which stays near 0 until D separates real from generated images too surely.
@@ -64,7 +65,7 @@ PRESETS: dict[str, dict] = {
         arch="conv", latent_dim=32, g_width=32, d_width=32, g_extra_layers=0, d_extra_layers=0, g_depth=3, d_depth=3,
         g_norm="batch", d_norm="batch", d_mbstd=0, augment="none", groups=1, pack=1, loss="nonsaturating", gp_weight=0.0, r1_gamma=0.0, r2_gamma=0.0,
         ada_target=0.0, r1_every=1, ema_kimg=0.0, conditional=False, clusters=0, steps=10_000, batch_size=64, lr_g=2e-4, lr_d=2e-4, lr_decay=0.0, beta1=0.5,
-        precision="fp32", d_steps_per_g_step=1,
+        precision="fp32", d_steps_per_g_step=1, diversity=0.0, diversity_kimg=0.0,
         beta2=0.999, ema_decay=0.999, log_every=100, sample_every=1_000, checkpoint_every=1_000, best_metric="fd",
     ),
 }
@@ -88,7 +89,7 @@ PRESETS["stackedmnist"] = dict(
 PRESETS["table"] = dict(
     arch="mlp", latent_dim=128, g_width=256, d_width=256, g_depth=2, d_depth=2, g_extra_layers=0, d_extra_layers=0,
     g_norm="batch", d_norm="none", d_mbstd=0, augment="none", ada_target=0.0, groups=1, pack=1, loss="wasserstein", gp_weight=10.0, r1_gamma=0.0,
-    precision="fp32", category_draw="argmax",
+    precision="fp32", category_draw="argmax", diversity=0.0, diversity_kimg=0.0,
     r2_gamma=0.0, r1_every=1, ema_kimg=0.0, conditional=False, clusters=0, steps=3_600, batch_size=500, d_steps_per_g_step=2, lr_g=2e-4, lr_d=2e-4,
     lr_decay=0.0, beta1=0.5, beta2=0.9, ema_decay=0.995, log_every=100, sample_every=1_000, checkpoint_every=1_200, best_metric="quality",
 )
