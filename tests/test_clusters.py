@@ -64,8 +64,8 @@ def test_the_images_preset_self_conditions_unless_the_run_cannot_take_it():
 
 def test_the_presets_mode_seeking_term_comes_with_its_clusters_and_a_set_weight_stays():
     conditional = resolve(make_config({"data": "imgs.npy", "conditional": True}), "images", (1, 28, 28), "x", 10, 60_000)
-    assert (_resolved().diversity, _resolved().diversity_kimg) == (0.03, 0.0)
-    assert _resolved(clusters=7).diversity == 0.03
+    assert (_resolved().diversity, _resolved().diversity_kimg) == (0.06, 0.0)
+    assert _resolved(clusters=7).diversity == 0.06
     assert _resolved(clusters=0).diversity == 0.0 and _resolved(arch="mlp").diversity == 0.0 and conditional.diversity == 0.0
     assert _resolved(clusters=0, diversity=0.5).diversity == 0.5 and _resolved(diversity=0).diversity == 0.0
 

@@ -181,7 +181,7 @@ def test_an_image_set_under_thirty_thousand_is_augmented_with_an_adaptive_probab
     assert (small.augment, small.ada_target) == ("translation,cutout,color", 0.6)
     assert (large.augment, large.ada_target) == ("none", 0.0)
     assert (small.clusters, large.clusters) == (0, 400)  # pixel clusters cost CIFAR-10's folder recall and FD
-    assert (small.diversity, large.diversity) == (0.0, 0.03)  # and the mode-seeking term comes with them
+    assert (small.diversity, large.diversity) == (0.0, 0.06)  # and the mode-seeking term comes with them
     differ = ("augment", "ada_target", "clusters", "diversity")
     assert {k: v for k, v in dataclasses.asdict(small).items() if k not in differ} == {
         k: v for k, v in dataclasses.asdict(large).items() if k not in differ
