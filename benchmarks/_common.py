@@ -1,10 +1,15 @@
-"""What every benchmark script reports the same way: the machine it ran on, and mean ± standard error."""
+"""What every benchmark script does the same way: report the machine it ran on and mean ± standard
+error, and stop the training run it started when it is itself stopped."""
 
 from __future__ import annotations
 
 import math
 import os
 import platform
+import signal
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -23,3 +28,38 @@ def mean_se(values: list[float]) -> tuple[float, float]:
         return mean, math.nan
     variance = sum((v - mean) ** 2 for v in values) / (n - 1)
     return mean, math.sqrt(variance / n)
+
+
+def _stop(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _stop_run(process: subprocess.Popen, grace: float) -> None:
+    """Waits `grace` seconds for the run to stop on its own, then sends it SIGINT and waits."""
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGINT)
+        process.wait()
+
+
+@contextmanager
+def training_run(command: list[str]) -> Iterator[subprocess.Popen]:
+    """Starts `command` (a `ganforge train` run); if the script is stopped meanwhile, the run saves a
+    checkpoint and stops too, and the script waits for it, instead of leaving it to train on alone.
+
+    SIGTERM (`kill`) reaches only the script, so the run is sent SIGINT. Ctrl-C in a terminal
+    reaches both already, and a second SIGINT would stop the run at once, without its checkpoint:
+    the run is given a minute to stop before it is sent one."""
+    process = subprocess.Popen(command)
+    previous = signal.signal(signal.SIGTERM, _stop)
+    try:
+        yield process
+    except KeyboardInterrupt:
+        _stop_run(process, grace=60)
+        raise
+    except BaseException:
+        _stop_run(process, grace=0)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -29,12 +29,11 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from _common import machine, mean_se
+from _common import machine, mean_se, training_run
 
 DCGAN = (
     "arch=conv,loss=nonsaturating,g_width=64,d_width=64,g_norm=batch,d_norm=batch,r1_gamma=0,r2_gamma=0,r1_every=1,"
@@ -64,13 +63,13 @@ def train_for(args: argparse.Namespace, name: str, overrides: list[str], seed: i
         "--log_every", "50", "--sample_every", str(args.eval_every * 4), "--checkpoint_every", str(NEVER), "--device", args.device,
         *([f"threads={args.threads}"] if args.threads else []), *overrides,
     ]
-    process = subprocess.Popen(command)
     limit = float("inf") if args.at_steps else 60 * max(args.minutes)
-    while process.poll() is None:
-        time.sleep(5)
-        if trained_seconds(out) >= limit:
-            process.send_signal(signal.SIGINT)
-            process.wait()
+    with training_run(command) as process:
+        while process.poll() is None:
+            time.sleep(5)
+            if trained_seconds(out) >= limit:
+                process.send_signal(signal.SIGINT)
+                process.wait()
     if process.returncode not in (0, 130, -signal.SIGINT):
         raise SystemExit(f"{name} seed {seed}: ganforge train exited with {process.returncode}")
     return [r for r in read_metrics(out) if "eval" in r]

@@ -23,14 +23,13 @@ import argparse
 import json
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import ganforge
-from _common import machine
+from _common import machine, training_run
 
 # The toy benchmark's targets (issue: ring 8 modes, >= 98 % HQ, KL <= 0.02; grid 25, >= 95 %, <= 0.03).
 TOY_TARGETS = {"ring8": (8, 98.0, 0.02), "grid25": (25, 95.0, 0.03)}
@@ -76,19 +75,19 @@ def run_one(case: str, seed: int, args: argparse.Namespace, workdir: Path) -> di
         f"eval_n={args.n if case == 'mnist' else 2500}", *([f"threads={args.threads}"] if args.threads else []),
     ]
     launched = time.perf_counter()
-    process = subprocess.Popen(command)
     reached, trajectory = None, []
-    while reached is None:
-        finished = process.poll() is not None
-        trajectory = evaluations(run_dir / "metrics.jsonl")
-        reached = next((r for r in trajectory if target_met(case, r["eval"], args.fd)), None)
-        if finished:
-            break
-        time.sleep(0.5)
-    wall = time.perf_counter() - launched
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)  # the run saves a checkpoint and stops
-    code = process.wait()
+    with training_run(command) as process:
+        while reached is None:
+            finished = process.poll() is not None
+            trajectory = evaluations(run_dir / "metrics.jsonl")
+            reached = next((r for r in trajectory if target_met(case, r["eval"], args.fd)), None)
+            if finished:
+                break
+            time.sleep(0.5)
+        wall = time.perf_counter() - launched
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)  # the run saves a checkpoint and stops
+        code = process.wait()
     if reached is None and code != 0:
         raise SystemExit(f"{case} seed {seed}: ganforge train exited with code {code}: {' '.join(command)}")
     key = "fd" if case == "mnist" else "hq_percent"

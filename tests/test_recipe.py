@@ -202,6 +202,7 @@ def test_the_image_quality_benchmark_reads_each_mark_from_the_last_evaluation_be
 
 def test_the_image_quality_benchmark_resumes_its_runs_instead_of_starting_anew(monkeypatch, tmp_path):
     import argparse
+    import subprocess
 
     from helpers import load_benchmark
 
@@ -217,7 +218,7 @@ def test_the_image_quality_benchmark_resumes_its_runs_instead_of_starting_anew(m
         def poll(self):
             return 0
 
-    monkeypatch.setattr(bench.subprocess, "Popen", Finished)
+    monkeypatch.setattr(subprocess, "Popen", Finished)  # the script starts its runs through benchmarks/_common.py
     args = argparse.Namespace(workdir=str(tmp_path), data="digits", at_steps=None, minutes=[30], eval_every=10, eval_n=100,
                               device="cpu", threads=None, resume=True)
     with pytest.raises(SystemExit, match="holds no checkpoints"):

@@ -1463,3 +1463,52 @@ def test_vector_metrics_do_not_depend_on_the_data_units():
     assert results[0]["fd"] == pytest.approx(results[1]["fd"], rel=1e-4)
     assert results[0]["precision"] == results[1]["precision"] and results[0]["recall"] == results[1]["recall"]
     shutil.rmtree(folder)
+
+
+# --- Benchmark scripts: a stopped script stops its training run ------------------------------
+
+
+@pytest.mark.parametrize("how", ["sigterm", "ctrl-c"])
+def test_a_stopped_benchmark_stops_its_training_run_once(tmp_path, how):
+    """benchmarks/_common.training_run: SIGTERM to the script reaches its run as one SIGINT (checkpoint
+    and stop); Ctrl-C, which the run gets from the terminal itself, is not doubled (a second SIGINT
+    stops a run at once, unsaved); either way the script waits for the run instead of leaving it
+    to train on alone."""
+    started, stopped = tmp_path / "started", tmp_path / "stopped"
+    run = tmp_path / "run.py"  # stands in for `ganforge train`: SIGINT is its stop-and-checkpoint signal
+    run.write_text(
+        "import os, pathlib, signal, sys, time\n"
+        "received = []\n"
+        "def stop(*_):\n"
+        "    received.append(1)\n"
+        f"    pathlib.Path({str(stopped)!r}).write_text(str(len(received)))\n"
+        "signal.signal(signal.SIGINT, stop)\n"
+        f"pathlib.Path({str(started)!r}).write_text(str(os.getpid()))\n"
+        "deadline = time.monotonic() + 120\n"
+        "while not received and time.monotonic() < deadline:\n"
+        "    time.sleep(0.01)\n"
+        "time.sleep(1.0)  # stopping takes a moment: a second SIGINT would arrive here\n"
+        "sys.exit(130)\n"
+    )
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).parents[1] / 'benchmarks')!r})\n"
+        "from _common import training_run\n"
+        f"with training_run([sys.executable, {str(run)!r}]) as process:\n"
+        "    process.wait()\n"
+    )
+    process = subprocess.Popen([PYTHON, str(script)], env=subprocess_env(), start_new_session=True)
+    try:
+        assert wait_until(lambda: started.exists() and started.read_text(), timeout=60, interval=0.05)
+        if how == "sigterm":
+            process.send_signal(signal.SIGTERM)
+        else:
+            os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the script and its run
+        code = process.wait(timeout=90)
+    finally:
+        reap(process)
+    assert code == (128 + signal.SIGTERM if how == "sigterm" else -signal.SIGINT)
+    assert stopped.read_text() == "1"
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(started.read_text()), 0)
