@@ -31,7 +31,7 @@ from pathlib import Path
 import ganforge
 from _common import machine, training_run
 
-# The toy benchmark's targets (issue: ring 8 modes, >= 98 % HQ, KL <= 0.02; grid 25, >= 95 %, <= 0.03).
+# The toy benchmark's targets (ring8: 8 modes, >= 98 % HQ, KL <= 0.02; grid25: 25 modes, >= 95 %, <= 0.03).
 TOY_TARGETS = {"ring8": (8, 98.0, 0.02), "grid25": (25, 95.0, 0.03)}
 CASES = (*TOY_TARGETS, "mnist")
 
