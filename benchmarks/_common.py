@@ -34,8 +34,9 @@ def _stop(signum, frame) -> None:
     raise SystemExit(128 + signum)
 
 
-def _stop_run(process: subprocess.Popen, grace: float) -> None:
-    """Waits `grace` seconds for the run to stop on its own, then sends it SIGINT and waits."""
+def stop_run(process: subprocess.Popen, grace: float = 0.0) -> None:
+    """Waits `grace` seconds for the run to end on its own, then sends it SIGINT (it saves a
+    checkpoint and stops) and waits for it."""
     try:
         process.wait(timeout=grace)
     except subprocess.TimeoutExpired:
@@ -56,10 +57,10 @@ def training_run(command: list[str]) -> Iterator[subprocess.Popen]:
     try:
         yield process
     except KeyboardInterrupt:
-        _stop_run(process, grace=60)
+        stop_run(process, grace=60)
         raise
     except BaseException:
-        _stop_run(process, grace=0)
+        stop_run(process)
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)

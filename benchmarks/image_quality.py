@@ -33,7 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import machine, mean_se, training_run
+from _common import machine, mean_se, stop_run, training_run
 
 DCGAN = (
     "arch=conv,loss=nonsaturating,g_width=64,d_width=64,g_norm=batch,d_norm=batch,r1_gamma=0,r2_gamma=0,r1_every=1,"
@@ -68,8 +68,7 @@ def train_for(args: argparse.Namespace, name: str, overrides: list[str], seed: i
         while process.poll() is None:
             time.sleep(5)
             if trained_seconds(out) >= limit:
-                process.send_signal(signal.SIGINT)
-                process.wait()
+                stop_run(process)
     if process.returncode not in (0, 130, -signal.SIGINT):
         raise SystemExit(f"{name} seed {seed}: ganforge train exited with {process.returncode}")
     return [r for r in read_metrics(out) if "eval" in r]

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import statistics
 import sys
 import tempfile
@@ -29,7 +28,7 @@ import time
 from pathlib import Path
 
 import ganforge
-from _common import machine, training_run
+from _common import machine, stop_run, training_run
 
 # The toy benchmark's targets (ring8: 8 modes, >= 98 % HQ, KL <= 0.02; grid25: 25 modes, >= 95 %, <= 0.03).
 TOY_TARGETS = {"ring8": (8, 98.0, 0.02), "grid25": (25, 95.0, 0.03)}
@@ -85,9 +84,8 @@ def run_one(case: str, seed: int, args: argparse.Namespace, workdir: Path) -> di
                 break
             time.sleep(0.5)
         wall = time.perf_counter() - launched
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)  # the run saves a checkpoint and stops
-        code = process.wait()
+        stop_run(process)
+        code = process.returncode
     if reached is None and code != 0:
         raise SystemExit(f"{case} seed {seed}: ganforge train exited with code {code}: {' '.join(command)}")
     key = "fd" if case == "mnist" else "hq_percent"
