@@ -83,11 +83,15 @@ def clean_test_file(out: Path) -> Path:
 
 def fit_ganforge(seed: int, out: Path, test: Path, steps: int | None, keys: list[str]) -> dict:
     """`ganforge train` on adult.data in its own process with one thread; the wall time is the fit time."""
+    from _common import training_run  # here, not above: the --fit-ctgan child imports only pandas and ctgan
+
     command = [sys.executable, "-m", "ganforge", "train", "--data", str(ADULT / "adult.data"), f"columns={COLUMNS}", "header=false",
                "target=income", f"test_data={test}", "--out", str(out), "--seed", str(seed), "threads=1", "--quiet", "--new"]
     command += (["--steps", str(steps)] if steps else []) + keys
     start, cpu = time.perf_counter(), _children_cpu()
-    subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    with training_run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}) as process:
+        if process.wait():
+            raise subprocess.CalledProcessError(process.returncode, command)
     return {"fit_s": time.perf_counter() - start, "fit_cpu_s": _children_cpu() - cpu}
 
 

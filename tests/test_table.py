@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -320,3 +321,12 @@ def test_the_adult_benchmark_counts_contradictory_rows_and_rows_of_rare_capital(
     money = {"capital-gain": [0, 7000, 15024, 6999, 0], "capital-loss": [0, 0, 1902, 0, 0],
              "income": ["<=50K", ">50K", "<=50K", ">50K", "<=50K"]}
     assert bench.capital_figures(money) == {"high_gain_rows": 2 / 5, "high_gain_income": 1 / 2, "capital_loss_rows": 1 / 5}
+
+
+def test_the_adult_benchmark_fails_when_its_training_run_fails(monkeypatch, tmp_path):
+    """The run is started through benchmarks/_common.training_run (stopped with the script); its exit status still counts."""
+    from helpers import load_benchmark
+
+    bench = load_benchmark("tabular", monkeypatch)
+    with pytest.raises(subprocess.CalledProcessError):
+        bench.fit_ganforge(0, tmp_path / "run", tmp_path / "test.csv", 10, ["loss=not-a-loss"])
