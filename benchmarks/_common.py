@@ -46,8 +46,9 @@ def stop_run(process: subprocess.Popen, grace: float = 0.0) -> None:
 
 @contextmanager
 def training_run(command: list[str], **popen) -> Iterator[subprocess.Popen]:
-    """Starts `command` (a `ganforge train` run; `popen` goes to subprocess.Popen, e.g. `env`); if the script is stopped meanwhile, the run saves a
-    checkpoint and stops too, and the script waits for it, instead of leaving it to train on alone.
+    """Starts `command` (a `ganforge train` run; `popen`, such as `env`, goes to subprocess.Popen); if
+    the script is stopped meanwhile, the run saves a checkpoint and stops too, and the script waits
+    for it, instead of leaving it to train on alone.
 
     SIGTERM (`kill`) reaches only the script, so the run is sent SIGINT. Ctrl-C in a terminal
     reaches both already, and a second SIGINT would stop the run at once, without its checkpoint:
