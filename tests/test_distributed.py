@@ -195,6 +195,7 @@ def test_nproc_flag_is_not_a_config_key(tmp_path):
     [
         ({0: 4, 1: -9}, 137, "ganforge: error: process 1 was killed by SIGKILL; the same command resumes from the last checkpoint"),
         ({0: 130, 1: 130}, 130, ""),
+        ({0: -15, 1: 130}, 130, ""),  # a stopped process exited first and torchrun ended its peer
         ({1: 2}, 2, "ganforge: error: process 1 failed with exit code 2"),
     ],
 )

@@ -337,6 +337,36 @@ def test_sigterm_during_a_checkpoint_write_completes_it_then_stops(cli, tmp_path
     assert_same_final_state(run, tmp_path / "reference", 20)
 
 
+def test_a_stopped_process_waits_for_the_saved_step_before_it_exits(cli, tmp_path, monkeypatch, signal_trap):
+    """Invariant: on a stop, every process meets the others only once the stop's checkpoint is written and
+    the metrics log closed, so under torchrun no process exits (and has torchrun end the rest) before that."""
+    run = tmp_path / "run"
+    seen = []
+
+    def barrier():
+        seen.append(([load_checkpoint(p)["step"] for p in list_checkpoints(run)], read_metrics(run)))
+
+    monkeypatch.setattr(train_module.distributed, "barrier", barrier)
+    interrupt_checkpoint_write(monkeypatch, 10, lambda f: os.kill(os.getpid(), signal.SIGTERM))
+    result = cli(*run_args(run, 20))
+    assert result.code == 130 and "stopped at step 11;" in result.err, result
+    assert seen == [([10, 11], read_metrics(run))]
+
+
+def test_a_stopped_torchrun_process_exits_130_through_a_late_sigterm(cli, tmp_path, monkeypatch, signal_trap):
+    """Invariant: once a process of a torchrun job has stopped with its step saved, the SIGTERM torchrun sends
+    the rest of the job (when another process exited first) cannot turn its exit code 130 into a kill."""
+    import ganforge.training
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ganforge.training, "train", stopped)
+    monkeypatch.setattr(train_module.distributed, "launched", lambda: True)
+    assert cli(*run_args(tmp_path / "run", 20)).code == 130
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+
+
 def test_a_second_sigint_during_a_save_still_ends_with_a_line_and_a_checkpoint(cli, tmp_path, monkeypatch, signal_trap):
     """Invariant: Ctrl-C twice while a checkpoint is being written does not cut the write short: that
     checkpoint completes, the run stops at the next step with its own checkpoint and the usual line, exit
@@ -1365,6 +1395,8 @@ def _failure(exitcode: int, timestamp: int):
     ({0: _failure(4, 5), 1: _failure(-signal.SIGKILL, 6)}, 1, -signal.SIGKILL),  # killed: the cause of its peer's lost contact
     ({0: _failure(4, 5), 1: _failure(3, 6)}, 1, 3),  # an own error before a lost connection
     ({0: _failure(130, 5), 1: _failure(130, 5)}, 0, 130),
+    ({0: _failure(-signal.SIGTERM, 6), 1: _failure(130, 5)}, 1, 130),  # stopped and saved, then its peer ended by the launcher
+    ({0: _failure(130, 6), 1: _failure(-signal.SIGTERM, 5)}, 0, 130),  # even when the SIGTERM is recorded first
 ])
 def test_the_launcher_reports_the_failure_that_caused_the_others(failures, rank, code):
     found_rank, failure = launch._cause(failures)

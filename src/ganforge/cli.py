@@ -221,6 +221,10 @@ def _train(args: argparse.Namespace, argv: list[str]) -> int:
         print("stopped at once by a second Ctrl-C; the last checkpoint is kept: run the same command again to resume", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
+        if distributed.launched():
+            # Stopped with the step saved: the SIGTERM torchrun sends a job's other processes once
+            # one has exited has nothing left to stop in this one, whose exit code stays 130.
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         return 130
     return 0
 

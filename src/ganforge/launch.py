@@ -46,15 +46,16 @@ def main(argv: list[str] | None = None) -> int:
 def _cause(failures: dict) -> tuple[int, object]:
     """The failure that caused the others: a process killed by a signal other than SIGTERM (torchrun
     ends the survivors of a failure with SIGTERM), else the earliest error of a process's own, before
-    a lost connection (exit code 4, what its peers report when one process is gone), before SIGTERM."""
+    a lost connection (exit code 4, what its peers report when one process is gone), before a stop
+    with its step saved (130), before SIGTERM."""
 
     def rank_of(item) -> tuple:
         rank, failure = item
         code = failure.exitcode
         if code < 0:
-            order = 3 if -code == signal.SIGTERM else 0
+            order = 4 if -code == signal.SIGTERM else 0
         else:
-            order = {LOST_CONTACT: 2, STOPPED: 4}.get(code, 1)
+            order = {LOST_CONTACT: 2, STOPPED: 3}.get(code, 1)
         return order, failure.timestamp, rank
 
     return min(failures.items(), key=rank_of)

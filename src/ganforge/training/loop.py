@@ -213,6 +213,9 @@ def _finish(run: Run, interrupted: bool) -> Path:
     trainer, run_dir = run.trainer, run.run_dir
     if interrupted:
         run.say(f"stopped at step {trainer.step}; checkpoint saved in {run_dir / 'checkpoints'}; run the same command again to resume")
+        # Every process agreed on this stop; the others wait here until the main one has saved the
+        # step and said so, since torchrun ends a job's remaining processes once one has exited.
+        distributed.barrier()
         raise KeyboardInterrupt
     if run.final is not None:
         trainer.save_picture(run.final, run_dir / "samples" / "final.png")
