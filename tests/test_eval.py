@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import math
 import sys
@@ -297,6 +298,30 @@ def test_mnist_runs_are_judged_against_the_test_images(fake_mnist):
     assert len(reference_dataset({"data": f"stackedmnist:{fake_mnist}", "image_size": 28})) == 60_000
 
 
+class Terminal(io.StringIO):
+    """A stderr that says it is a terminal, so progress bars draw."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_slow_extraction_shows_a_progress_bar_on_a_terminal_and_changes_no_feature(monkeypatch):
+    module = nn.Sequential(nn.Flatten(), nn.Linear(64, 5))
+    images = torch.rand(7, 1, 8, 8)
+    quiet = extract(module, images, batch_size=3)
+    monkeypatch.setattr("ganforge.features.PROGRESS_DELAY", 0.0)
+    for progress, shown in ((None, False), ("pixel features of generated images", True)):
+        terminal = Terminal()
+        monkeypatch.setattr(sys, "stderr", terminal)
+        result = extract(module, images, batch_size=3, progress=progress)
+        np.testing.assert_array_equal(result.features, quiet.features)
+        assert ("pixel features of generated images" in terminal.getvalue() and "/7 " in terminal.getvalue()) == shown
+        terminal = io.StringIO()  # not a terminal (a log file): no bar even when asked
+        monkeypatch.setattr(sys, "stderr", terminal)
+        extract(module, images, batch_size=3, progress=progress)
+        assert terminal.getvalue() == ""
+
+
 # the command line
 
 
@@ -319,6 +344,16 @@ def test_eval_command_writes_json_and_history(cli, copy_run, digits_run, tmp_pat
     assert len(history) == 2 and history[0] == record
     assert history[1]["metrics"]["fd"] == record["metrics"]["fd"] and "precision" not in history[1]["metrics"]
     assert len(list(cache.glob("*.npz"))) == 1
+
+
+def test_eval_command_shows_its_slow_extractions_progress_on_a_terminal(copy_run, digits_run, tmp_path, monkeypatch):
+    run = copy_run(digits_run)
+    monkeypatch.setattr("ganforge.features.PROGRESS_DELAY", 0.0)
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert ganforge.cli.main(["eval", str(run), "--n", "60", "--cache-dir", str(tmp_path / "cache")]) == 0
+    shown = terminal.getvalue()
+    assert "features of real images" in shown and "features of generated images" in shown and "/60 " in shown
 
 
 def test_eval_command_on_a_mixture_reports_modes(cli, ring8_run, copy_run):

@@ -347,6 +347,7 @@ def _eval(args: argparse.Namespace) -> int:
     record = evaluate_run(
         args.run_dir, n=args.n, metrics=metrics, features=args.features, seed=args.seed,
         real_baseline=args.real_baseline, cache=cache, device=pick_device(args.device), target=args.target, test_data=args.test_data,
+        progress=True,
     )
     for note in record["notes"]:
         print(f"note: {note}", file=sys.stderr)

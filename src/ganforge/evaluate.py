@@ -111,15 +111,16 @@ class Extractor:
     # Vectors: the real data's affine transform; features are (x - shift) / scale, so every
     # column counts alike and distances read in standard deviations, not in the data's units.
     transform: dict | None = None
+    progress: bool = False  # a progress bar on stderr for a slow extraction (`ganforge eval`)
 
-    def __call__(self, samples: Tensor) -> Extracted:
+    def __call__(self, samples: Tensor, what: str = "images") -> Extracted:
         if self.module is None:
             features = samples.reshape(len(samples), -1).double().cpu()
             if self.transform is not None:
                 shift = torch.as_tensor(self.transform["shift"], dtype=torch.float64)
                 features = (features - shift) / torch.as_tensor(self.transform["scale"], dtype=torch.float64)
             return Extracted(features=features.numpy())
-        return extract(self.module, samples)
+        return extract(self.module, samples, progress=f"{self.name} features of {what}" if self.progress else None)
 
 
 def pick_extractor(features: str | nn.Module, kind: str, device: torch.device | str = "cpu") -> Extractor:
@@ -191,7 +192,7 @@ def real_features(real: Dataset, extractor: Extractor, n: int, seed: int, cache:
                 return Extracted(stored["features"], stored["probabilities"] if "probabilities" in stored.files else None)
         except (OSError, ValueError, KeyError):
             pass  # a damaged cache file is recomputed and replaced
-    extracted = extractor(as_samples(_subset(real, n, seed)))
+    extracted = extractor(as_samples(_subset(real, n, seed)), "real images")
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {"features": extracted.features}
@@ -248,7 +249,7 @@ def _mode_metrics(samples: Tensor, real: Dataset, kind: str, extractor: Extracto
 def evaluate_samples(
     samples: Tensor, real: Dataset, *, metrics: tuple[str, ...] | None = None, features: str | nn.Module = "auto",
     n_real: int | None = None, seed: int = 0, real_baseline: bool = False, cache: Path | None = None,
-    device: torch.device | str = "cpu", labels: Tensor | None = None,
+    device: torch.device | str = "cpu", labels: Tensor | None = None, progress: bool = False,
 ) -> dict:
     """Metrics of generated `samples` (data space, as `SampleableGenerator.sample` returns) against `real`.
 
@@ -264,6 +265,7 @@ def evaluate_samples(
         cache: folder for real-data features (None: no caching).
         labels: the class each sample was asked for (a conditional generator); with a classifier as
             features, "class_accuracy" is how often the classifier reads that class.
+        progress: show a progress bar on stderr (a terminal) while a slow extraction runs.
 
     Returns:
         {"metrics": {name: float or int}, "features": extractor name, "n": generated samples,
@@ -275,6 +277,7 @@ def evaluate_samples(
         if name not in METRICS:
             raise GanforgeError(f"metric {name!r} is unknown: expected one or more of {', '.join(METRICS)}")
     extractor = pick_extractor(features, kind, device)
+    extractor.progress = progress
     if extractor.module is None and kind == "vectors" and real.transform.get("kind") == "affine":
         extractor.transform = real.transform
         extractor.notes.append("vectors compared in standardised units: each column of the real data has mean 0 and std 1")
@@ -283,7 +286,7 @@ def evaluate_samples(
     n_real = min(n_real or MAX_REFERENCE, len(real)) if feature_names else None
     result: dict = {"features": extractor.name, "n": len(samples), "n_real": n_real, "notes": list(extractor.notes), "metrics": {}}
     real_extracted = real_features(real, extractor, n_real, seed, cache) if feature_names else None
-    fake_extracted = extractor(samples) if feature_names else None
+    fake_extracted = extractor(samples, "generated images") if feature_names else None
     if feature_names:
         result["metrics"].update(_feature_metrics(feature_names, real_extracted, fake_extracted, seed))
     if labels is not None and fake_extracted is not None and fake_extracted.probabilities is not None:
@@ -335,7 +338,7 @@ def _real_baseline(
 
 def _training_baseline(
     config: dict, real: Dataset, n: int, metrics: tuple[str, ...] | None, features: str, seed: int, cache: Path | None,
-    device: torch.device | str,
+    device: torch.device | str, progress: bool = False,
 ) -> dict:
     """`n` samples of the run's training data scored exactly as the generator was, against a held-out reference.
 
@@ -345,14 +348,16 @@ def _training_baseline(
     """
     training = _training_data(config)
     drawn = _subset(training, min(n, len(training)), seed + 2)
-    scored = evaluate_samples(as_samples(drawn), real, metrics=metrics, features=features, seed=seed, cache=cache, device=device)
+    scored = evaluate_samples(
+        as_samples(drawn), real, metrics=metrics, features=features, seed=seed, cache=cache, device=device, progress=progress,
+    )
     return {**scored["metrics"], "n": len(drawn)}
 
 
 def evaluate(
     generator, real: Dataset, *, n: int | None = None, metrics: tuple[str, ...] | None = None,
     features: str | nn.Module = "auto", seed: int = 0, real_baseline: bool = False, cache: Path | None = None,
-    device: torch.device | str = "cpu",
+    device: torch.device | str = "cpu", progress: bool = False,
 ) -> dict:
     """Draws `n` samples from `generator` (anything with `.sample(n, seed)` returning data-space samples,
     e.g. `ganforge.load_generator(run)`) and scores them against `real`; see `evaluate_samples`.
@@ -375,7 +380,7 @@ def evaluate(
         raise GanforgeError(f"the generator makes samples of shape {tuple(samples.shape[1:])} but the data has {tuple(real.samples.shape[1:])}")
     result = evaluate_samples(
         samples, real, metrics=metrics, features=features, seed=seed, real_baseline=real_baseline, cache=cache, device=device,
-        labels=labels,
+        labels=labels, progress=progress,
     )
     result["seconds"] = round(time.perf_counter() - start, 2)
     return result
@@ -421,7 +426,7 @@ def _training_data(config: dict) -> Dataset:
 def evaluate_run(
     run_dir: str | Path, *, n: int | None = None, metrics: tuple[str, ...] | None = None, features: str = "auto",
     seed: int = 0, real_baseline: bool = False, cache: Path | None = None, device: str = "cpu",
-    target: str | None = None, test_data: str | None = None,
+    target: str | None = None, test_data: str | None = None, progress: bool = False,
 ) -> dict:
     """Evaluates a run folder's exported generator; writes the result to eval.json and appends it to eval.jsonl.
 
@@ -449,9 +454,12 @@ def evaluate_run(
                 raise GanforgeError(f"{flag} {cut(value)} applies to table runs, but {run_dir} was trained on data={cut(data)}")
             config = {**config, key: value}
     real = reference_dataset(config)
-    result = evaluate(generator, real, n=n, metrics=metrics, features=features, seed=seed, real_baseline=real_baseline, cache=cache, device=device)
+    result = evaluate(
+        generator, real, n=n, metrics=metrics, features=features, seed=seed, real_baseline=real_baseline, cache=cache, device=device,
+        progress=progress,
+    )
     if real_baseline and "split" in real.info:  # a held-out reference (MNIST's test images)
-        result["real_baseline"]["training"] = _training_baseline(config, real, result["n"], metrics, features, seed, cache, device)
+        result["real_baseline"]["training"] = _training_baseline(config, real, result["n"], metrics, features, seed, cache, device, progress)
     step = generator.spec.get("step")
     reference = f"{real.name} ({real.info.get('split', 'training data')}, {len(real)} samples)"
     record = {"run": str(run_dir), "step": step, "data": data, "reference": reference, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),

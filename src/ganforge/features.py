@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -221,27 +222,37 @@ def fit_input(images: Tensor, extractor: nn.Module) -> Tensor:
     return images
 
 
+# A progress bar appears only once an extraction has run this many seconds (Inception on a CPU: ~0.25 s an image).
+PROGRESS_DELAY = 5.0
+
+
 @torch.no_grad()
-def extract(extractor: nn.Module, images: Tensor, batch_size: int = 500) -> Extracted:
+def extract(extractor: nn.Module, images: Tensor, batch_size: int = 500, progress: str | None = None) -> Extracted:
     """Runs `extractor` over float images (n, c, h, w) in [0, 1] in batches (its own `batch_size` if it
     has one), on the extractor's device.
 
     A DigitClassifier gives features and softmax probabilities; any other module's output,
-    flattened to (n, d), is the features.
+    flattened to (n, d), is the features. `progress` (a label) shows a bar on stderr, when it is a
+    terminal, for an extraction that runs past PROGRESS_DELAY seconds.
     """
+    from tqdm import tqdm
+
     if images.dim() != 4:
         raise GanforgeError(f"feature extraction needs images (n, c, h, w), got shape {tuple(images.shape)}")
     device = next(iter(extractor.parameters()), torch.empty(0)).device
     batch_size = getattr(extractor, "batch_size", batch_size)
     features, probabilities = [], []
-    for start in range(0, len(images), batch_size):
-        batch = fit_input(images[start : start + batch_size].to(device, torch.float32), extractor)
-        if isinstance(extractor, DigitClassifier):
-            hidden = extractor.features(batch)
-            probabilities.append(torch.softmax(extractor.head(hidden).double(), dim=1).cpu())
-        else:
-            hidden = extractor(batch)
-        features.append(hidden.reshape(len(batch), -1).double().cpu())
+    with tqdm(total=len(images), desc=progress, unit="image", disable=None if progress else True, delay=PROGRESS_DELAY,
+              leave=False, file=sys.stderr, dynamic_ncols=True) as bar:
+        for start in range(0, len(images), batch_size):
+            batch = fit_input(images[start : start + batch_size].to(device, torch.float32), extractor)
+            if isinstance(extractor, DigitClassifier):
+                hidden = extractor.features(batch)
+                probabilities.append(torch.softmax(extractor.head(hidden).double(), dim=1).cpu())
+            else:
+                hidden = extractor(batch)
+            features.append(hidden.reshape(len(batch), -1).double().cpu())
+            bar.update(len(batch))
     return Extracted(
         features=torch.cat(features).numpy(),
         probabilities=torch.cat(probabilities).numpy() if probabilities else None,
