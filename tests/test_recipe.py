@@ -146,6 +146,16 @@ def test_ema_half_life_in_images_ramps_up_from_the_first_step():
     assert ema_decay(plain, 0) == ema_decay(plain, 10**6) == 0.99
 
 
+def test_ema_rampup_is_the_most_the_half_life_may_be_as_a_fraction_of_the_images_seen():
+    config = resolve(make_config({"ema_kimg": 10.0, "ema_rampup": 0.2, "batch_size": 64}), "images", (1, 8, 8), "digits")
+    assert ema_decay(config, 99) == pytest.approx(0.5 ** (64 / (0.2 * 6_400)))  # 20 % of the 6,400 images seen
+    assert ema_decay(config, 780) == pytest.approx(0.5 ** (64 / (0.2 * 49_984)))  # still under the 10,000-image cap
+    assert ema_decay(config, 781) == pytest.approx(0.5 ** (64 / 10_000))  # 0.2 x 50,048 > 10,000: capped from here
+    for bad in (0, -0.1, 1.5):
+        with pytest.raises(GanforgeError, match=f"ema_rampup={bad}.*a fraction in \\(0, 1\\]"):
+            make_config({"ema_rampup": bad})
+
+
 def test_a_config_saved_before_the_image_keys_reads_as_what_it_ran():
     # category_draw, a table key, reads as what older table runs did; an image run resumes with it (the test below).
     config = resolve(make_config({"data": "digits", "category_draw": "gumbel"}), "images", (1, 8, 8), "digits")

@@ -117,6 +117,9 @@ class Config:
     ema_kimg: float | None = key(
         None, "the moving average's half-life in thousands of images, ramped up over the start of the run (0: a constant ema_decay)"
     )
+    ema_rampup: float | None = key(
+        None, "with ema_kimg: the half-life is at most this fraction of the images trained on so far, so early weights fade fast"
+    )
     seed: int = key(0, "random seed")
     device: str = key("auto", "auto (cuda if available), cpu, cuda or cuda:N")
     sync_batchnorm: bool = key(
@@ -182,7 +185,7 @@ DERIVED = ("world_size", "batch_per_process", "precision_used")
 # Keys added after run folders were saved, with the value that computes what those runs did:
 # a saved config.json without one reads as that value, so an older run still resumes.
 ADDED_KEYS = {
-    "d_mbstd": 0, "groups": 1, "r2_gamma": 0.0, "ema_kimg": 0.0, "augment": "none", "ada_target": 0.0, "conditional": False,
+    "d_mbstd": 0, "groups": 1, "r2_gamma": 0.0, "ema_kimg": 0.0, "ema_rampup": 0.05, "augment": "none", "ada_target": 0.0, "conditional": False,
     "clusters": 0, "diversity": 0.0, "diversity_kimg": 0.0, "category_draw": "gumbel", "table": None, "columns": None, "header": None, "column_types": None,
     "target": None, "test_data": None,
 }
@@ -372,6 +375,7 @@ def validate(config: Config) -> None:
     for key in ("ema_kimg", "diversity_kimg"):
         value = getattr(config, key)
         _require(value is None or 0 <= value <= MAX_KIMG, key, value, f"a number from 0 to {MAX_KIMG:g}")
+    _require(config.ema_rampup is None or 0 < config.ema_rampup <= 1, "ema_rampup", config.ema_rampup, "a fraction in (0, 1]")
     if config.augment is not None:
         parse_policy(config.augment)
     _require(config.d_mbstd in (None, 0) or config.d_mbstd >= 2, "d_mbstd", config.d_mbstd, "0 (off) or a group size >= 2")

@@ -15,7 +15,7 @@ _MIXTURE = dict(
     arch="mlp", latent_dim=1, g_width=128, d_width=64, g_depth=4, d_depth=4, g_extra_layers=0, d_extra_layers=0,
     g_norm="none", d_norm="none", d_mbstd=0, augment="none", groups=1, pack=1, loss="nonsaturating", gp_weight=0.0, r2_gamma=0.0, batch_size=512,
     ada_target=0.0, precision="fp32", lr_g=1e-3, lr_d=1e-3, lr_decay=0.4, r1_every=8, beta1=0.0, beta2=0.9, ema_decay=0.999, ema_kimg=0.0, conditional=False,
-    clusters=0, diversity=0.0, diversity_kimg=0.0, d_steps_per_g_step=1, log_every=200, sample_every=2_000, best_metric="reverse_kl",
+    ema_rampup=0.05, clusters=0, diversity=0.0, diversity_kimg=0.0, d_steps_per_g_step=1, log_every=200, sample_every=2_000, best_metric="reverse_kl",
 )
 
 # The DCGAN settings (Radford et al. 2016): BatchNorm in both networks and the paper's optimiser
@@ -24,7 +24,7 @@ _DCGAN_IMAGES = dict(
     arch="conv", g_width=64, d_width=64, g_extra_layers=0, d_extra_layers=0, g_depth=3, d_depth=3,
     g_norm="batch", d_norm="batch", d_mbstd=0, augment="none", groups=1, pack=1, loss="nonsaturating", gp_weight=0.0, r1_gamma=0.0, r2_gamma=0.0,
     ada_target=0.0, precision="fp32", r1_every=1, ema_kimg=0.0, conditional=False, clusters=0, steps=10_000, batch_size=64, lr_g=2e-4, lr_d=2e-4,
-    lr_decay=0.0, beta1=0.5, beta2=0.999, ema_decay=0.999, log_every=100, sample_every=1_000, checkpoint_every=2_000, best_metric="fd",
+    ema_rampup=0.05, lr_decay=0.0, beta1=0.5, beta2=0.999, ema_decay=0.999, log_every=100, sample_every=1_000, checkpoint_every=2_000, best_metric="fd",
     d_steps_per_g_step=1, diversity=0.0, diversity_kimg=0.0,
 )
 
@@ -48,7 +48,7 @@ PRESETS: dict[str, dict] = {
         arch="mlp", g_width=256, d_width=256, g_depth=3, d_depth=3, g_extra_layers=0, d_extra_layers=0,
         g_norm="none", d_norm="none", d_mbstd=0, augment="none", groups=1, pack=1, loss="nonsaturating", gp_weight=0.0, r1_gamma=0.0, r2_gamma=0.0,
         ada_target=0.0, r1_every=1, ema_kimg=0.0, conditional=False, clusters=0, steps=10_000, batch_size=128, lr_g=2e-4, lr_d=2e-4, lr_decay=0.0, beta1=0.5,
-        precision="fp32", d_steps_per_g_step=1, diversity=0.0, diversity_kimg=0.0,
+        ema_rampup=0.05, precision="fp32", d_steps_per_g_step=1, diversity=0.0, diversity_kimg=0.0,
         beta2=0.999, ema_decay=0.999, log_every=200, sample_every=2_000, checkpoint_every=5_000, best_metric="fd",
     ),
     # Other images and MNIST: the DCGAN networks trained with the modern recipe above, self-conditioned
@@ -65,7 +65,7 @@ PRESETS: dict[str, dict] = {
         arch="conv", latent_dim=32, g_width=32, d_width=32, g_extra_layers=0, d_extra_layers=0, g_depth=3, d_depth=3,
         g_norm="batch", d_norm="batch", d_mbstd=0, augment="none", groups=1, pack=1, loss="nonsaturating", gp_weight=0.0, r1_gamma=0.0, r2_gamma=0.0,
         ada_target=0.0, r1_every=1, ema_kimg=0.0, conditional=False, clusters=0, steps=10_000, batch_size=64, lr_g=2e-4, lr_d=2e-4, lr_decay=0.0, beta1=0.5,
-        precision="fp32", d_steps_per_g_step=1, diversity=0.0, diversity_kimg=0.0,
+        ema_rampup=0.05, precision="fp32", d_steps_per_g_step=1, diversity=0.0, diversity_kimg=0.0,
         beta2=0.999, ema_decay=0.999, log_every=100, sample_every=1_000, checkpoint_every=1_000, best_metric="fd",
     ),
 }
@@ -91,7 +91,7 @@ PRESETS["table"] = dict(
     g_norm="batch", d_norm="none", d_mbstd=0, augment="none", ada_target=0.0, groups=1, pack=1, loss="wasserstein", gp_weight=10.0, r1_gamma=0.0,
     precision="fp32", category_draw="argmax", diversity=0.0, diversity_kimg=0.0,
     r2_gamma=0.0, r1_every=1, ema_kimg=0.0, conditional=False, clusters=0, steps=3_600, batch_size=500, d_steps_per_g_step=2, lr_g=2e-4, lr_d=2e-4,
-    lr_decay=0.0, beta1=0.5, beta2=0.9, ema_decay=0.995, log_every=100, sample_every=1_000, checkpoint_every=1_200, best_metric="quality",
+    ema_rampup=0.05, lr_decay=0.0, beta1=0.5, beta2=0.9, ema_decay=0.995, log_every=100, sample_every=1_000, checkpoint_every=1_200, best_metric="quality",
 )
 
 # Image sets smaller than this get the small_images preset (augmentation with an adaptive probability).

@@ -48,9 +48,6 @@ from ganforge.plots import save_samples
 from ganforge.steps import FP32, discriminator_step, frozen, generator_step
 from ganforge.tabular import build_table_networks
 
-# The EMA's half-life grows with the images seen, to at most `ema_kimg` thousand: it is
-# EMA_RAMPUP times the images seen so far (StyleGAN2-ADA's ramp), so early weights fade fast.
-EMA_RAMPUP = 0.05
 BEST = "best"  # RUN/best holds the best generator's export, checkpoints/best.pt its full state
 SAMPLE_SEED_OFFSET = 7919  # fixed noise for sample images, apart from the training noise
 
@@ -547,11 +544,11 @@ def lr_factor(step: int, steps: int, decay: float) -> float:
 
 def ema_decay(config: Config, step: int) -> float:
     """The EMA's decay per step: `ema_decay`, or with `ema_kimg` the decay whose half-life is that many
-    thousand images, ramped up from 0 over the start of the run (StyleGAN2-ADA)."""
+    thousand images, and at most `ema_rampup` times the images seen so far (StyleGAN2-ADA's ramp)."""
     if not config.ema_kimg:
         return config.ema_decay
     images = (step + 1) * config.batch_size
-    half_life = min(config.ema_kimg * 1000, images * EMA_RAMPUP)
+    half_life = min(config.ema_kimg * 1000, images * config.ema_rampup)
     return 0.5 ** (config.batch_size / max(half_life, 1e-8))
 
 
