@@ -38,6 +38,18 @@ SEED = 1234  # the samples and BatchNorm calibration of every average: the same 
 COLUMNS = ("fd", "precision", "recall", "classes_covered", "class_kl")
 
 
+def average_name(text: str) -> str:
+    """A `--half-lives` value, KIMG or KIMG:RAMPUP, checked before any training starts."""
+    kimg, _, rampup = text.partition(":")
+    try:
+        ok = float(kimg) > 0 and (not rampup or 0 < float(rampup) <= 1)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KIMG or KIMG:RAMPUP (KIMG > 0, RAMPUP in (0, 1])")
+    return text
+
+
 class Averages:
     """One average of the generator's parameters per half-life, updated with the run's own EMA."""
 
@@ -90,6 +102,7 @@ def main() -> int:
     parser.add_argument(
         "--half-lives",
         dest="half_lives",
+        type=average_name,
         nargs="+",
         default=["5", "10", "20", "40"],
         help="KIMG[:RAMPUP]: thousands of images, and the most the half-life may be as a fraction of the images seen",
@@ -131,9 +144,11 @@ def main() -> int:
     try:
         started = time.time()
         code = ganforge_main(command)
-        print(f"# trained {max(args.at_steps)} steps in {time.time() - started:.0f} s (exit {code})", flush=True)
     finally:
         state._update_ema = original
+    if code != 0:
+        return code  # stopped or refused: the marks it did not reach have nothing to score
+    print(f"# trained {max(args.at_steps)} steps in {time.time() - started:.0f} s", flush=True)
 
     config = json.loads((run / "config.json").read_text())
     own = f"{config.get('ema_kimg'):g}"
