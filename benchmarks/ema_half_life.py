@@ -19,6 +19,7 @@ largest difference is printed), so the bookkeeping is checked on every use.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
@@ -28,7 +29,8 @@ import torch
 
 from _common import machine
 from ganforge.cli import main as ganforge_main
-from ganforge.ema import recalibrate_batchnorm
+from ganforge.config import Config
+from ganforge.ema import EMA, recalibrate_batchnorm
 from ganforge.evaluate import evaluate_samples, reference_dataset
 from ganforge.export import SampleableGenerator, load_generator
 from ganforge.noise import NoiseSampler
@@ -51,43 +53,38 @@ def average_name(text: str) -> str:
 
 
 class Averages:
-    """One average of the generator's parameters per half-life, updated with the run's own EMA."""
+    """One EMA of the generator per half-life, each updated as the run's own is, by the same functions."""
 
-    def __init__(self, half_lives: list[str], marks: list[int], run: Path) -> None:
-        self.half_lives, self.marks, self.run = half_lives, set(marks), run
-        self.averages: dict[str, list[torch.Tensor]] | None = None
-        self.batch_size, self.rampup = 0, 0.0
+    def __init__(self, half_lives: list[str], marks: list[int], run: Path, update) -> None:
+        self.half_lives, self.marks, self.run, self.update_one = half_lives, set(marks), run, update
+        self.averages: dict[str, EMA] = {}
+        self.configs: dict[str, Config] = {}
         self.step = 0
 
-    def decay(self, average: str) -> float:
-        """The decay at this step for an average `KIMG[:RAMPUP]`: a half-life of KIMG thousand images, at most
-        RAMPUP times the images seen so far (the run's `ema_rampup` unless given), as `state.ema_decay` ramps it."""
-        kimg, _, rampup = average.partition(":")
-        images = (self.step + 1) * self.batch_size
-        return 0.5 ** (self.batch_size / min(float(kimg) * 1000, images * float(rampup or self.rampup)))
+    def start(self, ema: EMA) -> None:
+        """Copies the run's EMA before its first update (the initial generator) once per half-life."""
+        run = json.loads((self.run / "config.json").read_text())
+        for name in self.half_lives:
+            kimg, _, rampup = name.partition(":")
+            self.configs[name] = Config(ema_kimg=float(kimg), ema_rampup=float(rampup or run["ema_rampup"]), batch_size=run["batch_size"], ema_decay=0.0)
+            self.averages[name] = EMA(ema.average, 0.0)
 
-    def update(self, ema, generator, applied) -> None:
-        if self.averages is None:  # the run's EMA before its first update: the initial generator
-            config = json.loads((self.run / "config.json").read_text())
-            self.batch_size, self.rampup = config["batch_size"], config["ema_rampup"]
-            self.averages = {k: [p.detach().clone() for p in ema.average.parameters()] for k in self.half_lives}
-        weight = 1.0 if applied is None else applied.float()
-        current = [p.detach() for p in generator.parameters()]
+    def update(self, ema: EMA, generator, applied) -> None:
         for name, average in self.averages.items():
-            torch._foreach_lerp_(average, current, [(1.0 - self.decay(name)) * weight] * len(average))
+            average.decay = state.ema_decay(self.configs[name], self.step)
+            self.update_one(average, generator, applied)
         self.step += 1
         if self.step in self.marks:
-            own = [p.detach().clone() for p in ema.average.parameters()]
-            torch.save({"averages": self.averages, "own": own}, self.run / f"averages-{self.step}.pt")
+            torch.save(
+                {"averages": {name: a.average.state_dict() for name, a in self.averages.items()}, "own": ema.average.state_dict()},
+                self.run / f"averages-{self.step}.pt",
+            )
 
 
-def score(run: Path, saved: list[torch.Tensor], real, eval_n: int, cache: Path) -> dict:
-    """The metrics of the run's exported generator with the parameters `saved` in place of its own."""
-    exported = load_generator(run)
-    net = exported.network
-    with torch.no_grad():
-        for parameter, value in zip(net.parameters(), saved):
-            parameter.copy_(value)
+def score(exported: SampleableGenerator, saved: dict, real, eval_n: int, cache: Path) -> dict:
+    """The metrics of the run's exported generator with the weights `saved` in place of its own."""
+    net = copy.deepcopy(exported.network)
+    net.load_state_dict(saved)
     counts = exported.clusters
     stream = torch.Generator().manual_seed(SEED + 1)
     labels = (lambda n: torch.multinomial(torch.tensor(counts, dtype=torch.float64), n, True, generator=stream)) if counts else None
@@ -120,9 +117,11 @@ def main() -> int:
     print(f"# {machine()}", flush=True)
 
     original = state._update_ema
-    averages = Averages(args.half_lives, args.at_steps, run)
+    averages = Averages(args.half_lives, args.at_steps, run, original)
 
     def update(ema, generator, applied) -> None:
+        if not averages.averages:
+            averages.start(ema)
         original(ema, generator, applied)
         averages.update(ema, generator, applied)
 
@@ -153,16 +152,17 @@ def main() -> int:
     config = json.loads((run / "config.json").read_text())
     own = f"{config.get('ema_kimg'):g}"
     real = reference_dataset(config)
+    exported = load_generator(run)
     cache = args.workdir / "feature-cache"
     print("| step | half-life (kimg) | " + " | ".join(COLUMNS) + " |")
     print("|---|---|" + "---|" * len(COLUMNS))
     for step in sorted(args.at_steps):
         saved = torch.load(run / f"averages-{step}.pt")
         if own in saved["averages"]:
-            gap = max((a - b).abs().max().item() for a, b in zip(saved["averages"][own], saved["own"]))
+            gap = max((value - saved["own"][key]).abs().max().item() for key, value in saved["averages"][own].items())
             print(f"# step {step}: the average with the run's half-life ({own} kimg) differs from its EMA by at most {gap:.2e}")
-        for name, params in saved["averages"].items():
-            metrics = score(run, params, real, args.eval_n, cache)
+        for name, weights in saved["averages"].items():
+            metrics = score(exported, weights, real, args.eval_n, cache)
             cells = [f"{metrics[c]:.3f}" if isinstance(metrics.get(c), float) else str(metrics.get(c, "-")) for c in COLUMNS]
             print(f"| {step} | {name} | " + " | ".join(cells) + " |", flush=True)
     return 0
