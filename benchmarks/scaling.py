@@ -76,7 +76,9 @@ def launch(args: argparse.Namespace, nproc: int) -> dict:
             "--batch_size", str(args.batch_size), "--iterations", str(args.iterations), "--warmup", str(args.warmup), *args.overrides,
         ]
         env = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // nproc)))
-        subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
+        code = subprocess.run(command, env=env, stdout=subprocess.DEVNULL).returncode
+        if code != 0:
+            sys.exit(f"scaling.py: the run with {nproc} process(es) failed with exit code {code} (its errors are above)")
         with open(result) as f:
             return json.load(f)
 
