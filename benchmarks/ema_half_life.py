@@ -4,7 +4,8 @@ The exponential moving average does not steer training (the generator and discri
 see it), so one run can keep several averages side by side and score each at the same steps,
 free of the run-to-run noise that separate runs would add. The run trains in this process with
 the settings given (the data's preset otherwise); beside its own EMA, the script keeps one average
-per `--half-lives` value (thousands of images, ramped up over the start as `ema_kimg` is), saves
+per `--half-lives` value (KIMG thousands of images, at most RAMPUP of the images seen as
+`ema_kimg` and `ema_rampup` are, the run's own `ema_rampup` where no RAMPUP is given), saves
 each at every `--at-steps` mark, and after training scores each saved average as the run's own
 exported generator is scored: BatchNorm recalibrated for its weights, `--eval-n` samples, the
 features `ganforge eval` picks (`mnist28` for MNIST, against its 10,000 test images).
@@ -150,7 +151,8 @@ def main() -> int:
     print(f"# trained {max(args.at_steps)} steps in {time.time() - started:.0f} s", flush=True)
 
     config = json.loads((run / "config.json").read_text())
-    own = f"{config.get('ema_kimg'):g}"
+    # The half-life the run's own EMA has, however it was written (`40` and `40:0.1` are one average where the run ramps at 0.1).
+    own = next((n for n, c in averages.configs.items() if (c.ema_kimg, c.ema_rampup) == (config["ema_kimg"], config["ema_rampup"])), None)
     real = reference_dataset(config)
     exported = load_generator(run)
     cache = args.workdir / "feature-cache"
@@ -158,9 +160,9 @@ def main() -> int:
     print("|---|---|" + "---|" * len(COLUMNS))
     for step in sorted(args.at_steps):
         saved = torch.load(run / f"averages-{step}.pt")
-        if own in saved["averages"]:
+        if own is not None:
             gap = max((value - saved["own"][key]).abs().max().item() for key, value in saved["averages"][own].items())
-            print(f"# step {step}: the average with the run's half-life ({own} kimg) differs from its EMA by at most {gap:.2e}")
+            print(f"# step {step}: the average with the run's half-life ({own}) differs from its EMA by at most {gap:.2e}")
         for name, weights in saved["averages"].items():
             metrics = score(exported, weights, real, args.eval_n, cache)
             cells = [f"{metrics[c]:.3f}" if isinstance(metrics.get(c), float) else str(metrics.get(c, "-")) for c in COLUMNS]
