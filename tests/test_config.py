@@ -182,7 +182,8 @@ def test_an_image_set_under_thirty_thousand_is_augmented_with_an_adaptive_probab
     assert (large.augment, large.ada_target) == ("none", 0.0)
     assert (small.clusters, large.clusters) == (0, 400)  # pixel clusters cost CIFAR-10's folder recall and FD
     assert (small.diversity, large.diversity) == (0.0, 0.06)  # and the mode-seeking term comes with them
-    differ = ("augment", "ada_target", "clusters", "diversity")
+    assert (small.ema_kimg, small.ema_rampup, large.ema_kimg, large.ema_rampup) == (10.0, 0.05, 40.0, 0.1)  # measured on MNIST
+    differ = ("augment", "ada_target", "clusters", "diversity", "ema_kimg", "ema_rampup")
     assert {k: v for k, v in dataclasses.asdict(small).items() if k not in differ} == {
         k: v for k, v in dataclasses.asdict(large).items() if k not in differ
     }

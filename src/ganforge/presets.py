@@ -53,8 +53,10 @@ PRESETS: dict[str, dict] = {
     ),
     # Other images and MNIST: the DCGAN networks trained with the modern recipe above, self-conditioned
     # on 400 k-means clusters of the training images, with MSGAN's mode-seeking term within each cluster
-    # (docs/studies/2026-12-05-self-conditioning.md, docs/studies/2026-12-06-mnist-term-weight-timed.md).
-    "images": dict(_DCGAN_IMAGES, **_IMAGE_RECIPE, clusters=400, diversity=0.06),
+    # (docs/studies/2026-12-05-self-conditioning.md, docs/studies/2026-12-06-mnist-term-weight-timed.md),
+    # and an EMA half-life of 40,000 images, at most a tenth of those seen
+    # (docs/studies/2026-12-07-mnist-ema-half-life.md).
+    "images": dict(_DCGAN_IMAGES, **dict(_IMAGE_RECIPE, ema_kimg=40.0, ema_rampup=0.1), clusters=400, diversity=0.06),
     # The same for image sets of fewer than SMALL_IMAGE_SET images, where a discriminator can come to
     # memorise its training images: DiffAugment's three operations, each reaching an image with ADA's
     # adaptive probability, which stays near 0 until D separates real from generated images too surely.
