@@ -41,11 +41,17 @@ SEED = 1234  # the samples and BatchNorm calibration of every average: the same 
 COLUMNS = ("fd", "precision", "recall", "classes_covered", "class_kl")
 
 
+def half_life(name: str) -> tuple[float, float | None]:
+    """KIMG and RAMPUP of a `--half-lives` value, KIMG or KIMG:RAMPUP (None: the run's own ramp)."""
+    kimg, _, rampup = name.partition(":")
+    return float(kimg), float(rampup) if rampup else None
+
+
 def average_name(text: str) -> str:
     """A `--half-lives` value, KIMG or KIMG:RAMPUP, checked before any training starts."""
-    kimg, _, rampup = text.partition(":")
     try:
-        ok = float(kimg) > 0 and (not rampup or 0 < float(rampup) <= 1)
+        kimg, rampup = half_life(text)
+        ok = kimg > 0 and (rampup is None or 0 < rampup <= 1)
     except ValueError:
         ok = False
     if not ok:
@@ -66,8 +72,8 @@ class Averages:
         """Copies the run's EMA before its first update (the initial generator) once per half-life."""
         run = json.loads((self.run / "config.json").read_text())
         for name in self.half_lives:
-            kimg, _, rampup = name.partition(":")
-            self.configs[name] = Config(ema_kimg=float(kimg), ema_rampup=float(rampup or run["ema_rampup"]), batch_size=run["batch_size"], ema_decay=0.0)
+            kimg, rampup = half_life(name)
+            self.configs[name] = Config(ema_kimg=kimg, ema_rampup=rampup or run["ema_rampup"], batch_size=run["batch_size"], ema_decay=0.0)
             self.averages[name] = EMA(ema.average, 0.0)
 
     def update(self, ema: EMA, generator, applied) -> None:
