@@ -14,7 +14,12 @@ features `ganforge eval` picks (`mnist28` for MNIST, against its 10,000 test ima
         --at-steps 2000 4000 6000 --threads 2
 
 The average kept with the run's own half-life is compared with the run's EMA at each mark (their
-largest difference is printed), so the bookkeeping is checked on every use.
+largest difference is printed), so the bookkeeping is checked on every use. `--resume` trains such
+a run on from its last checkpoint to later marks (the same seed and settings); its averages go on
+from the ones saved at that checkpoint's step, which must be one of the first run's marks:
+
+    python benchmarks/ema_half_life.py --data mnist:../shared/data/mnist --half-lives 5 10 20 40:0.1 \\
+        --at-steps 8000 10000 --threads 2 --resume
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from pathlib import Path
 import torch
 
 from _common import machine
+from ganforge.checkpoint import list_checkpoints
 from ganforge.cli import main as ganforge_main
 from ganforge.config import Config
 from ganforge.ema import EMA, recalibrate_batchnorm
@@ -62,19 +68,29 @@ def average_name(text: str) -> str:
 class Averages:
     """One EMA of the generator per half-life, each updated as the run's own is, by the same functions."""
 
-    def __init__(self, half_lives: list[str], marks: list[int], run: Path, update) -> None:
+    def __init__(self, half_lives: list[str], marks: list[int], run: Path, update, resumed: dict | None = None) -> None:
         self.half_lives, self.marks, self.run, self.update_one = half_lives, set(marks), run, update
         self.averages: dict[str, EMA] = {}
         self.configs: dict[str, Config] = {}
-        self.step = 0
+        self.resumed = resumed  # a resumed run: {"step": N, "saved": the averages file of step N}
+        self.step = resumed["step"] if resumed else 0
 
     def start(self, ema: EMA) -> None:
-        """Copies the run's EMA before its first update (the initial generator) once per half-life."""
+        """Copies the run's EMA before its first update once per half-life: the initial generator, or
+        in a resumed run the averages saved at its checkpoint's step, after checking that the run's own
+        EMA is the one saved beside them (so the run went on from that step)."""
         run = json.loads((self.run / "config.json").read_text())
         for name in self.half_lives:
             kimg, rampup = half_life(name)
             self.configs[name] = Config(ema_kimg=kimg, ema_rampup=rampup or run["ema_rampup"], batch_size=run["batch_size"], ema_decay=0.0)
             self.averages[name] = EMA(ema.average, 0.0)
+        if self.resumed:
+            saved = self.resumed["saved"]
+            own = ema.average.state_dict()
+            if saved["own"].keys() != own.keys() or any(not torch.equal(saved["own"][k], v) for k, v in own.items()):
+                raise SystemExit(f"the run's EMA at step {self.step} is not the one saved beside its averages: it did not resume from step {self.step}")
+            for name, average in self.averages.items():
+                average.average.load_state_dict(saved["averages"][name])
 
     def update(self, ema: EMA, generator, applied) -> None:
         for name, average in self.averages.items():
@@ -86,6 +102,23 @@ class Averages:
                 {"averages": {name: a.average.state_dict() for name, a in self.averages.items()}, "own": ema.average.state_dict()},
                 self.run / f"averages-{self.step}.pt",
             )
+
+
+def resume_point(run: Path, half_lives: list[str], marks: list[int]) -> dict:
+    """The step of the run's last checkpoint and the averages saved at it, checked before training."""
+    checkpoints = list_checkpoints(run)
+    if not checkpoints:
+        raise SystemExit(f"--resume: {run} has no checkpoint to resume from")
+    step = int(checkpoints[-1].stem.split("-")[1])
+    path = run / f"averages-{step}.pt"
+    if not path.exists():
+        raise SystemExit(f"--resume: {path} is missing: the run's last checkpoint (step {step}) must be one of its marks")
+    if min(marks) <= step:
+        raise SystemExit(f"--resume: every --at-steps mark must come after step {step}, the run's last checkpoint (got {min(marks)})")
+    saved = torch.load(path)
+    if missing := [name for name in half_lives if name not in saved["averages"]]:
+        raise SystemExit(f"--resume: {path} holds no average {', '.join(missing)}; it holds {', '.join(saved['averages'])}")
+    return {"step": step, "saved": saved}
 
 
 def score(exported: SampleableGenerator, saved: dict, real, eval_n: int, cache: Path) -> dict:
@@ -116,15 +149,17 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, default=Path("runs/ema-half-life"))
+    parser.add_argument("--resume", action="store_true", help="train the seed's run on from its last checkpoint to later marks")
     parser.add_argument("overrides", nargs="*", help="key=value settings for the run")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     run = args.workdir / f"seed{args.seed}"
+    resumed = resume_point(run, args.half_lives, args.at_steps) if args.resume else None
     run.mkdir(parents=True, exist_ok=True)
     print(f"# {machine()}", flush=True)
 
     original = state._update_ema
-    averages = Averages(args.half_lives, args.at_steps, run, original)
+    averages = Averages(args.half_lives, args.at_steps, run, original, resumed)
 
     def update(ema, generator, applied) -> None:
         if not averages.averages:
@@ -138,7 +173,7 @@ def main() -> int:
         args.data,
         "--out",
         str(run),
-        "--new",
+        *([] if resumed else ["--new"]),
         "--seed",
         str(args.seed),
         "--steps",
@@ -154,7 +189,8 @@ def main() -> int:
         state._update_ema = original
     if code != 0:
         return code  # stopped or refused: the marks it did not reach have nothing to score
-    print(f"# trained {max(args.at_steps)} steps in {time.time() - started:.0f} s", flush=True)
+    first = resumed["step"] if resumed else 0
+    print(f"# trained steps {first} to {max(args.at_steps)} in {time.time() - started:.0f} s", flush=True)
 
     config = json.loads((run / "config.json").read_text())
     # The half-life the run's own EMA has, however it was written (`40` and `40:0.1` are one average where the run ramps at 0.1).
