@@ -8,7 +8,7 @@ demo: setup
 	.venv/bin/ganforge train
 
 test: setup
-	.venv/bin/ruff check src tests benchmarks
+	.venv/bin/ruff check src tests benchmarks scripts
 	.venv/bin/python -m pytest
 
 bench-toy: setup

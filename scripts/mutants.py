@@ -47,9 +47,11 @@ MUTANTS = [
            "the generator step trains against a discriminator that is not frozen"),
     Mutant("steps_buffers_not_restored", "steps.py", "                buffer.copy_(saved)", "                buffer.copy_(buffer)",
            "frozen() leaves the BatchNorm statistics the frozen player updated"),
-    Mutant("steps_wrong_optimizer", "training/state.py", "players.g_run, players.d_frozen, self.g_optimizer,", "players.g_run, players.d_frozen, self.d_optimizer,",
+    Mutant("steps_wrong_optimizer", "training/state.py",
+           "players.g_run, players.d_frozen, self.g_optimizer,", "players.g_run, players.d_frozen, self.d_optimizer,",
            "the generator step is given the discriminator's optimizer"),
-    Mutant("steps_skipped_update_keeps_buffers", "steps.py", "buffer.copy_(torch.where(applied, buffer, value))", "buffer.copy_(buffer)",
+    Mutant("steps_skipped_update_keeps_buffers", "steps.py",
+           "buffer.copy_(torch.where(applied, buffer, value))", "buffer.copy_(buffer)",
            "a step skipped for NaN/Inf keeps the BatchNorm statistics it computed"),
     # losses and penalties
     Mutant("loss_d_swapped", "steps.py", "loss.discriminator(real_logits, fake_logits)", "loss.discriminator(fake_logits, real_logits)",
@@ -69,7 +71,8 @@ MUTANTS = [
     # the exported generator
     Mutant("export_live_weights", "training/state.py", "source = self.ema.average if self.ema is not None else self.generator", "source = self.generator",
            "the export and the samples use the live weights, not the average"),
-    Mutant("export_batchnorm_not_recalibrated", "training/state.py", "recalibrate_batchnorm(net, calibration, batch_size=max(config.batch_size, 64))", "net.eval()",
+    Mutant("export_batchnorm_not_recalibrated", "training/state.py",
+           "recalibrate_batchnorm(net, calibration, batch_size=max(config.batch_size, 64))", "net.eval()",
            "the export keeps the live network's BatchNorm statistics"),
     Mutant("export_recalibration_momentum", "ema.py", "        m.momentum = None\n", "        m.momentum = 0.5\n",
            "recalibration keeps an exponential average instead of the population statistics"),
