@@ -86,11 +86,11 @@ class Averages:
             self.averages[name] = EMA(ema.average, 0.0)
         if self.resumed:
             saved = self.resumed["saved"]
-            own = ema.average.state_dict()
-            if saved["own"].keys() != own.keys() or any(not torch.equal(saved["own"][k], v) for k, v in own.items()):
+            own, kept = ema.average.state_dict(), as_state_dict(saved["own"], ema.average)
+            if kept.keys() != own.keys() or any(not torch.equal(kept[k], v) for k, v in own.items()):
                 raise SystemExit(f"the run's EMA at step {self.step} is not the one saved beside its averages: it did not resume from step {self.step}")
             for name, average in self.averages.items():
-                average.average.load_state_dict(saved["averages"][name])
+                average.average.load_state_dict(as_state_dict(saved["averages"][name], ema.average))
 
     def update(self, ema: EMA, generator, applied) -> None:
         for name, average in self.averages.items():
@@ -102,6 +102,18 @@ class Averages:
                 {"averages": {name: a.average.state_dict() for name, a in self.averages.items()}, "own": ema.average.state_dict()},
                 self.run / f"averages-{self.step}.pt",
             )
+
+
+def as_state_dict(saved: dict | list, like: torch.nn.Module) -> dict:
+    """A saved average as a state dict. The script's first files hold the parameters alone, a list in
+    `like.parameters()` order; the buffers, which every update copies from the generator, are then
+    those of `like`, the run's EMA at the same step."""
+    if isinstance(saved, dict):
+        return saved
+    names = [name for name, _ in like.named_parameters()]
+    if len(names) != len(saved):
+        raise SystemExit(f"--resume: a saved average holds {len(saved)} tensors where the generator has {len(names)} parameters")
+    return {**like.state_dict(), **dict(zip(names, saved))}
 
 
 def resume_point(run: Path, half_lives: list[str], marks: list[int]) -> dict:
