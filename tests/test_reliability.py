@@ -1524,7 +1524,8 @@ def test_a_stopped_benchmark_stops_its_training_run_once(tmp_path, how):
     )
     script = tmp_path / "script.py"
     script.write_text(
-        "import sys\n"
+        "import signal, sys\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)  # as from a terminal, even where SIGINT came ignored\n"
         f"sys.path.insert(0, {str(Path(__file__).parents[1] / 'benchmarks')!r})\n"
         "from _common import training_run\n"
         f"with training_run([sys.executable, {str(run)!r}]) as process:\n"
