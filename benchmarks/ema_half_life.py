@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from _common import machine
-from ganforge.checkpoint import list_checkpoints
+from ganforge.checkpoint import checkpoint_step, list_checkpoints
 from ganforge.cli import main as ganforge_main
 from ganforge.config import Config
 from ganforge.ema import EMA, recalibrate_batchnorm
@@ -121,7 +121,7 @@ def resume_point(run: Path, half_lives: list[str], marks: list[int]) -> dict:
     checkpoints = list_checkpoints(run)
     if not checkpoints:
         raise SystemExit(f"--resume: {run} has no checkpoint to resume from")
-    step = int(checkpoints[-1].stem.split("-")[1])
+    step = checkpoint_step(checkpoints[-1])
     path = run / f"averages-{step}.pt"
     if not path.exists():
         raise SystemExit(f"--resume: {path} is missing: the run's last checkpoint (step {step}) must be one of its marks")

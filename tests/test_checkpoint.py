@@ -12,6 +12,8 @@ from torch import nn
 from ganforge.checkpoint import (
     FORMAT_VERSION,
     atomic_write,
+    checkpoint_path,
+    checkpoint_step,
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
@@ -49,6 +51,14 @@ def test_list_checkpoints_ignores_other_files(tmp_path):
         (tmp_path / "checkpoints" / name).write_text("x")
     assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-00000003.pt"]
     assert list_checkpoints(tmp_path / "nowhere") == []
+
+
+def test_checkpoint_step_reads_back_the_step_a_checkpoint_path_names(tmp_path):
+    for step in (0, 7, 12_345_678):
+        assert checkpoint_step(checkpoint_path(tmp_path, step)) == step
+    for name in ("checkpoint-3.pt", "checkpoint-0000000x.pt", "averages-00000010.pt"):
+        with pytest.raises(ValueError, match=name):
+            checkpoint_step(tmp_path / name)
 
 
 def test_latest_checkpoint_skips_corrupt_newer_files_with_a_warning(tmp_path):

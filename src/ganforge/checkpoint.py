@@ -59,6 +59,14 @@ def checkpoint_path(run_dir: Path, step: int) -> Path:
     return run_dir / "checkpoints" / f"checkpoint-{step:08d}.pt"
 
 
+def checkpoint_step(path: Path) -> int:
+    """The step a checkpoint file's name gives (the inverse of `checkpoint_path`)."""
+    match = _NAME.match(path.name)
+    if match is None:
+        raise ValueError(f"{path.name} is not a checkpoint file name: expected checkpoint-STEP.pt, STEP in 8 digits")
+    return int(match.group(1))
+
+
 def list_checkpoints(run_dir: Path) -> list[Path]:
     """Checkpoint files of a run, oldest first."""
     folder = run_dir / "checkpoints"

@@ -13,7 +13,7 @@ import re
 import shutil
 from pathlib import Path
 
-from ganforge.checkpoint import atomic_write, checkpoint_mismatch, list_checkpoints, load_checkpoint
+from ganforge.checkpoint import atomic_write, checkpoint_mismatch, checkpoint_step, list_checkpoints, load_checkpoint
 from ganforge.config import ADDED_KEYS, RESUMABLE_CHANGES, Config, default_out, diff, validate
 from ganforge.errors import GanforgeError
 from ganforge.export import exported_step
@@ -137,7 +137,7 @@ def resume_point(run_dir: Path, config: Config, trainer=None) -> tuple[dict | No
         except GanforgeError as err:
             warnings.append(f"{err}; using an older checkpoint")
             continue
-        problem = checkpoint_mismatch(state, int(path.stem.split("-")[1]), trainer)
+        problem = checkpoint_mismatch(state, checkpoint_step(path), trainer)
         if problem is None:
             changed = diff(state["config"], config)
             problem = f"is of a run with a different config ({'; '.join(changed[:3])[:300]})" if changed else None
