@@ -62,12 +62,20 @@ def test_the_images_preset_self_conditions_unless_the_run_cannot_take_it():
     assert _resolved(clusters=0).clusters == 0 and _resolved(clusters=7).clusters == 7
 
 
-def test_the_presets_mode_seeking_term_comes_with_its_clusters_and_a_set_weight_stays():
-    conditional = resolve(make_config({"data": "imgs.npy", "conditional": True}), "images", (1, 28, 28), "x", 10, 60_000)
+def test_the_presets_mode_seeking_term_comes_with_its_clusters_or_a_conditional_runs_classes_and_a_set_weight_stays():
+    def conditional(size, **keys):
+        return resolve(make_config({"data": "imgs.npy", "conditional": True, **keys}), "images", (1, 28, 28), "x", 10, size)
+
     assert (_resolved().diversity, _resolved().diversity_kimg) == (0.06, 0.0)
     assert _resolved(clusters=7).diversity == 0.06
-    assert _resolved(clusters=0).diversity == 0.0 and _resolved(arch="mlp").diversity == 0.0 and conditional.diversity == 0.0
+    assert _resolved(clusters=0).diversity == 0.0 and _resolved(arch="mlp").diversity == 0.0
     assert _resolved(clusters=0, diversity=0.5).diversity == 0.5 and _resolved(diversity=0).diversity == 0.0
+    # A conditional run has no clusters: the images preset's term works among each class's samples instead,
+    # for its first 384,000 images.
+    assert (conditional(60_000).clusters, conditional(60_000).diversity, conditional(60_000).diversity_kimg) == (0, 0.2, 384.0)
+    assert conditional(60_000, diversity=0).diversity == 0.0 and conditional(60_000, diversity=0.5).diversity == 0.5
+    assert (conditional(60_000, diversity_kimg=0).diversity, conditional(60_000, diversity_kimg=0).diversity_kimg) == (0.2, 0.0)
+    assert conditional(10_000).diversity == 0.0  # small image sets: their own preset, tuned without the term
 
 
 @pytest.mark.parametrize("keys,message", [

@@ -25,7 +25,7 @@ from ganforge.errors import GanforgeError, cut, first_line
 from ganforge.losses import LOSSES
 from ganforge.nets import ARCHITECTURES, D_NORMS, NORMS, conv_layout, mbstd_group
 from ganforge.noise import DISTRIBUTIONS
-from ganforge.presets import PRESETS, SMALL_IMAGE_SET, auto_values, shown_value
+from ganforge.presets import CONDITIONAL, PRESETS, SMALL_IMAGE_SET, auto_values, shown_value
 from ganforge.tabular import DRAWS
 
 # fast: bf16 where the device computes it natively, else fp32 (resolved on the device: training.state.resolve_speed).
@@ -99,10 +99,12 @@ class Config:
     r2_gamma: float | None = key(None, "R2 penalty on generated data, weighted gamma/2; 0 turns it off")
     diversity: float | None = key(
         None, "weight of the mode-seeking term in G's loss (MSGAN): penalises samples of one class or cluster that differ "
-        "less than their noise does, for more varied samples; 0 turns it off; a preset's term comes with its clusters"
+        "less than their noise does, for more varied samples; 0 turns it off; a preset's term comes with its clusters, "
+        f"and the images preset's conditional runs take {shown_value(CONDITIONAL['images']['diversity'])}"
     )
     diversity_kimg: float | None = key(
-        None, "the mode-seeking term stops once this many thousand images have been trained on (steps x batch_size); 0: never"
+        None, "the mode-seeking term stops once this many thousand images have been trained on (steps x batch_size); 0: never; "
+        f"the images preset's conditional runs stop it at {shown_value(CONDITIONAL['images']['diversity_kimg'])}"
     )
     r1_every: int | None = key(None, "lazy R1 and R2: apply the penalties on every Nth discriminator step, N times as strong")
     steps: int | None = key(None, "generator steps to train for")
@@ -429,7 +431,8 @@ def resolve(
     `eval_n`, which the evaluation picks from the size of the reference data, and `threads`,
     left to torch (one per core, or OMP_NUM_THREADS).
     """
-    preset = PRESETS[preset_name(config, kind, sample_shape, size)]
+    name = preset_name(config, kind, sample_shape, size)
+    preset = PRESETS[name]
     values = dataclasses.asdict(config)
     for key, value in preset.items():
         if values[key] is None:
@@ -439,7 +442,7 @@ def resolve(
     if values["conditional"]:
         _check_conditional(config.data, values, classes)
     _check_clusters(config, values, size)
-    _check_diversity(config, values)
+    _check_diversity(config, values, name)
     if kind == "images":
         values["channels"] = sample_shape[0]
         values["image_size"] = sample_shape[-1]
@@ -507,10 +510,15 @@ def _check_clusters(config: Config, values: dict, size: int | None) -> None:
         raise GanforgeError(f"clusters={config.clusters} cannot be used here: {problem}, or clusters=0")
 
 
-def _check_diversity(config: Config, values: dict) -> None:
-    """A preset's mode-seeking term was tuned with its self-conditioning clusters: a run without them
-    (conditional, clusters=0, another arch) leaves the preset's term off; a weight the user set stays."""
-    if config.diversity is None and not values["clusters"]:
+def _check_diversity(config: Config, values: dict, preset: str) -> None:
+    """A preset's mode-seeking term was tuned with its self-conditioning clusters, and for a conditional run
+    with its classes (presets.CONDITIONAL); a run with neither (clusters=0, another arch) goes without.
+    A key the user set stays."""
+    if values["conditional"]:
+        for key, value in CONDITIONAL.get(preset, {"diversity": 0.0}).items():
+            if getattr(config, key) is None:
+                values[key] = value
+    elif config.diversity is None and not values["clusters"]:
         values["diversity"] = 0.0
 
 

@@ -96,6 +96,11 @@ PRESETS["table"] = dict(
     ema_rampup=0.05, lr_decay=0.0, beta1=0.5, beta2=0.9, ema_decay=0.995, log_every=100, sample_every=1_000, checkpoint_every=1_200, best_metric="quality",
 )
 
+# Class-conditional runs of the images preset: the classes take the clusters' place, and MSGAN's term
+# works among each class's samples for the first 384,000 images (6,000 steps of 64), then stops
+# (docs/studies/2026-12-07-conditional-mode-seeking.md). Other presets' conditional runs go without it.
+CONDITIONAL = {"images": dict(diversity=0.2, diversity_kimg=384.0)}
+
 # Image sets smaller than this get the small_images preset (augmentation with an adaptive probability).
 SMALL_IMAGE_SET = 30_000
 
