@@ -180,6 +180,22 @@ def test_a_run_saved_before_self_conditioning_resumes_without_it(cli, tmp_path, 
     assert json.loads((tmp_path / "fresh" / "config.json").read_text())["clusters"] == 4
 
 
+def test_a_conditional_run_begun_without_the_term_resumes_without_it(cli, tmp_path, monkeypatch):
+    """A conditional run begun before its preset gave conditional runs the term goes on without it; a new run takes it."""
+    from ganforge import presets
+
+    run = tmp_path / "run"
+    assert cli(*digits_args(run, 5, "conditional=true")).code == 0
+    monkeypatch.setitem(presets.CONDITIONAL, "digits", dict(diversity=0.5, diversity_kimg=0.32))
+    resumed = cli(*digits_args(run, 10, "conditional=true"))
+    assert resumed.code == 0 and "from step 5" in resumed.err
+    saved = json.loads((run / "config.json").read_text())
+    assert (saved["diversity"], saved["diversity_kimg"]) == (0.0, 0.0)
+    assert cli(*digits_args(tmp_path / "fresh", 5, "conditional=true")).code == 0
+    fresh = json.loads((tmp_path / "fresh" / "config.json").read_text())
+    assert (fresh["diversity"], fresh["diversity_kimg"]) == (0.5, 0.32)
+
+
 def test_a_self_conditioned_run_begun_without_the_term_resumes_without_it(cli, tmp_path, monkeypatch):
     """A run begun when the preset self-conditioned without the mode-seeking term goes on without it once the
     preset adds the term, and a new run takes it."""
