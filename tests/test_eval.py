@@ -439,9 +439,57 @@ def test_stacked_readout_script_runs(cli, fake_mnist, tmp_path, monkeypatch, cap
     assert len(rows) == 6 and sum("blurred" in row or "thickened" in row for row in rows) == 2
     # Each row: the shares of the 10 digits as each reader reads them, summing to 100 % up to rounding.
     for row in rows:
-        for column in (2, 5):
+        for column in (2, 6):
             shares = [float(v) for v in row.split("|")[column].split()]
             assert len(shares) == 10 and sum(shares) == pytest.approx(100, abs=0.6)
+
+    # The generator a checkpoint holds, live weights, read by the second classifier.
+    checkpoint = max((run / "checkpoints").glob("checkpoint-*.pt"))
+    args = [str(run), "--mnist", str(fake_mnist), "--n", "30", "--checkpoint", str(checkpoint), "--weights", "generator"]
+    assert readout.main([*args, "--classifier", "mnist28b"]) == 0
+    out = capsys.readouterr().out
+    assert f"({checkpoint}, generator weights); read by mnist28b" in out
+    assert sum(line.startswith("| generated") for line in out.splitlines()) == 3
+
+
+def test_stacked_readout_takes_a_checkpoints_weights(cli, fake_mnist, tmp_path, monkeypatch):
+    """--checkpoint swaps in the live or averaged weights of that checkpoint (BatchNorm statistics recalibrated),
+    and says so when the checkpoint is missing or holds no such weights."""
+    from ganforge.checkpoint import load_checkpoint, write_checkpoint
+    from ganforge.export import load_generator
+
+    run = tmp_path / "stacked"
+    trained = cli("train", "--data", f"stackedmnist:{fake_mnist}", "--steps", "3", "--out", run, "--batch_size", "8",
+                  "--g_width", "4", "--d_width", "4", "--device", "cpu", "--quiet")
+    assert trained.code == 0, trained.err
+    readout = load_benchmark("stacked_readout", monkeypatch)
+    path = max((run / "checkpoints").glob("checkpoint-*.pt"))
+    state = load_checkpoint(path)
+    for weights in ("generator", "ema"):
+        net = readout.checkpoint_generator(load_generator(run), path, weights).network
+        parameters = dict(net.named_parameters())
+        assert parameters and all(torch.equal(parameters[name], state[weights][name]) for name in parameters)
+    with pytest.raises(SystemExit, match="holds no 'ema' weights"):
+        without = tmp_path / "checkpoint-00000003.pt"
+        write_checkpoint(without, {key: value for key, value in state.items() if key not in ("ema", "format_version")} | {"ema": None})
+        readout.checkpoint_generator(load_generator(run), without, "ema")
+    with pytest.raises(SystemExit, match="--checkpoint: .*missing.pt"):
+        readout.checkpoint_generator(load_generator(run), tmp_path / "missing.pt", "ema")
+
+
+def test_stacked_readout_histogram_of_surely_read_digits(monkeypatch):
+    """The ambiguous share counts digits read with p < 0.9; the sure histogram holds only the others."""
+    readout = load_benchmark("stacked_readout", monkeypatch)
+    probabilities = np.full((4, 10), 0.0, dtype=np.float32)
+    probabilities[0, 7] = probabilities[1, 7] = 0.95  # two 7s read surely
+    probabilities[2, 1], probabilities[2, 7] = 0.6, 0.4  # an unsure 1
+    probabilities[3, 9], probabilities[3, 4] = 0.5, 0.5  # an unsure 9 (argmax breaks the tie to the first: 4)
+    monkeypatch.setattr(readout, "extract", lambda classifier, images: types.SimpleNamespace(probabilities=probabilities))
+    row = readout.readout(np.zeros((4, 1, 28, 28), dtype=np.float32), None, lambda images: np.array([7, 7, 1, 9]))
+    assert row["ambiguous"] == pytest.approx(0.5)
+    assert row["sure_histogram_percent"] == [0.0] * 7 + [100.0, 0.0, 0.0]
+    assert row["histogram_percent"] == [0.0, 25.0, 0.0, 0.0, 25.0, 0.0, 0.0, 50.0, 0.0, 0.0]
+    assert row["agreement"] == pytest.approx(0.75)
 
 
 def test_toy_benchmark_script_runs(tmp_path, monkeypatch, capsys):
