@@ -16,7 +16,8 @@ the digits a generator makes, would shift the histogram. The histogram of the di
         --checkpoint runs/stackedmnist/checkpoints/checkpoint-00005000.pt --weights generator
 
 With `--checkpoint`, the generator is the one that checkpoint holds, its averaged (`ema`, what a
-run exports) or live (`generator`) weights, with BatchNorm recalibrated as at export.
+run exports) or live (`generator`) weights, with BatchNorm statistics re-estimated for those
+weights as a run does before it exports.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from ganforge.data.images import load_mnist
 from ganforge.ema import recalibrate_batchnorm
 from ganforge.errors import GanforgeError
 from ganforge.evaluate import STACKED_SAMPLES
-from ganforge.export import SampleableGenerator
+from ganforge.export import SampleableGenerator, cluster_draw
 from ganforge.features import extract, load_classifier
 from ganforge.noise import NoiseSampler
 
@@ -99,7 +100,14 @@ def checkpoint_generator(exported: SampleableGenerator, path: Path, weights: str
         net.load_state_dict(saved)
     except RuntimeError as err:
         raise SystemExit(f"--checkpoint: {path} is not a checkpoint of this run's generator ({str(err).splitlines()[0]})") from None
-    recalibrate_batchnorm(net, NoiseSampler(exported.latent_dim, exported.spec["noise"]["distribution"], seed=1))
+    # Labels as `sample` draws them: clusters at their frequencies, classes in turn.
+    if exported.clusters:
+        labels = lambda n: cluster_draw(exported.clusters, n, seed=1)  # noqa: E731
+    elif exported.classes:
+        labels = lambda n: torch.arange(n) % len(exported.classes)  # noqa: E731
+    else:
+        labels = None
+    recalibrate_batchnorm(net, NoiseSampler(exported.latent_dim, exported.spec["noise"]["distribution"], seed=1), labels=labels)
     return SampleableGenerator(net, exported.spec)
 
 

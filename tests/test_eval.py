@@ -476,6 +476,20 @@ def test_stacked_readout_takes_a_checkpoints_weights(cli, fake_mnist, tmp_path, 
     with pytest.raises(SystemExit, match="--checkpoint: .*missing.pt"):
         readout.checkpoint_generator(load_generator(run), tmp_path / "missing.pt", "ema")
 
+    # A self-conditioned generator takes cluster labels at their frequencies while BatchNorm is re-estimated
+    # (without them it would draw its clusters in turn).
+    clustered = tmp_path / "clustered"
+    trained = cli("train", "--data", f"stackedmnist:{fake_mnist}", "--steps", "3", "--out", clustered, "--batch_size", "8",
+                  "--g_width", "4", "--d_width", "4", "--clusters", "2", "--device", "cpu", "--quiet")
+    assert trained.code == 0, trained.err
+    path = max((clustered / "checkpoints").glob("checkpoint-*.pt"))
+    draws = []
+    real_draw = readout.cluster_draw
+    monkeypatch.setattr(readout, "cluster_draw", lambda counts, n, seed: draws.append(counts) or real_draw(counts, n, seed))
+    exported = load_generator(clustered)
+    assert readout.checkpoint_generator(exported, path, "ema").sample(4).shape == (4, 3, 28, 28)
+    assert draws and all(counts == exported.clusters for counts in draws)
+
 
 def test_stacked_readout_histogram_of_surely_read_digits(monkeypatch):
     """The ambiguous share counts digits read with p < 0.9; the sure histogram holds only the others."""
