@@ -100,13 +100,8 @@ def checkpoint_generator(exported: SampleableGenerator, path: Path, weights: str
         net.load_state_dict(saved)
     except RuntimeError as err:
         raise SystemExit(f"--checkpoint: {path} is not a checkpoint of this run's generator ({str(err).splitlines()[0]})") from None
-    # Labels as `sample` draws them: clusters at their frequencies, classes in turn.
-    if exported.clusters:
-        labels = lambda n: cluster_draw(exported.clusters, n, seed=1)  # noqa: E731
-    elif exported.classes:
-        labels = lambda n: torch.arange(n) % len(exported.classes)  # noqa: E731
-    else:
-        labels = None
+    # Clusters at their frequencies, as `sample` draws them (without labels the network takes its classes in turn).
+    labels = (lambda n: cluster_draw(exported.clusters, n, seed=1)) if exported.clusters else None
     recalibrate_batchnorm(net, NoiseSampler(exported.latent_dim, exported.spec["noise"]["distribution"], seed=1), labels=labels)
     return SampleableGenerator(net, exported.spec)
 
