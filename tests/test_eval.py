@@ -435,13 +435,19 @@ def test_stacked_readout_script_runs(cli, fake_mnist, tmp_path, monkeypatch, cap
     assert trained.code == 0, trained.err
     readout = load_benchmark("stacked_readout", monkeypatch)
     assert readout.main([str(run), "--mnist", str(fake_mnist), "--n", "30"]) == 0
-    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| MNIST test") or line.startswith("| generated")]
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| MNIST test") or line.startswith("| generated")]
     assert len(rows) == 6 and sum("blurred" in row or "thickened" in row for row in rows) == 2
     # Each row: the shares of the 10 digits as each reader reads them, summing to 100 % up to rounding.
     for row in rows:
         for column in (2, 6):
             shares = [float(v) for v in row.split("|")[column].split()]
             assert len(shares) == 10 and sum(shares) == pytest.approx(100, abs=0.6)
+    # Last, the score of those samples: what `ganforge eval` reports for the same generator, samples and seed.
+    scored = cli("eval", run, "--n", "30", "--seed", "0", "--no-cache")
+    assert scored.code == 0, scored.err
+    kl = json.loads(scored.out.strip().splitlines()[-1])["metrics"]["kl"]
+    assert f"modes, KL {kl:.4f}, channels' digit KLs" in out
 
     # The generator a checkpoint holds, live weights, read by the second classifier.
     checkpoint = max((run / "checkpoints").glob("checkpoint-*.pt"))
