@@ -1,9 +1,10 @@
 """Stacked MNIST mode-collapse benchmark (PacGAN protocol) next to PacGAN's Table 2.
 
 Trains on `stackedmnist:PATH` (three independent MNIST digits as R, G, B: 1,000 modes)
-with ganforge's `stackedmnist` preset (DCGAN-sized nets trained with the image recipe: the
-relativistic pairing loss, R1 and R2 penalties on every 8th D step, Adam without momentum and
-an EMA generator; batches of 128, 15,000 steps, the last 30 % decaying, no packing) in bf16,
+with ganforge's `stackedmnist` preset (DCGAN-sized nets, the generator with one more 3x3 layer
+at full resolution, trained with the image recipe: the relativistic pairing loss, R1 and R2
+penalties on every 8th D step, Adam without momentum and an EMA generator; batches of 128,
+15,000 steps, the last 30 % decaying, no packing) in bf16,
 any key overridable with `--set` (`--pack`, `--steps`: shorthands); draws 26,000 samples
 from each exported generator, reads each channel with the shipped `mnist28` classifier and
 reports the modes captured (distinct digit triples) and the KL of the triple histogram
@@ -14,10 +15,11 @@ Prints mean ± standard error over the seeds as a Markdown table beside the publ
 (Lin et al. 2018, Table 2).
 
     python benchmarks/stacked_mnist.py --threads 2 --seeds 2            # one seed of the preset's row in docs/BENCHMARKS.md
+    python benchmarks/stacked_mnist.py --threads 2 --seeds 2 --set g_extra_layers=0   # the preset before that layer
     python benchmarks/stacked_mnist.py --steps 300 --seeds 0 --json stacked.json
     python benchmarks/stacked_mnist.py --threads 2 --seeds 0 --set loss=nonsaturating --set r2_gamma=0 \
         --set r1_every=16 --set lr_g=0.0002 --set lr_d=0.0004 --set beta1=0.5 --set beta2=0.999 \
-        --set ema_kimg=0                                                 # the former preset (DCGAN's loss and Adam)
+        --set ema_kimg=0 --set g_extra_layers=0                          # the former preset (DCGAN's loss and Adam)
 """
 
 from __future__ import annotations

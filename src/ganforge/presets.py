@@ -71,14 +71,16 @@ PRESETS: dict[str, dict] = {
         beta2=0.999, ema_decay=0.999, log_every=100, sample_every=1_000, checkpoint_every=1_000, best_metric="fd",
     ),
 }
-# Stacked MNIST (`stackedmnist:PATH`): the image recipe on the DCGAN networks with ten times its R1 and
-# R2 weights, batches of 128, no packing, and the last part of the run decaying; the steps are those
-# of the former DCGAN-based preset, which fitted a 30-minute budget on 2 CPU cores (the recipe's
-# steps are slower). Why each value: docs/studies/2026-12-06-stacked-mnist-recipe.md (and, for the
-# batch, the decay and no packing, docs/studies/2026-11-28-stacked-mnist-preset.md and
+# Stacked MNIST (`stackedmnist:PATH`): the image recipe on the DCGAN networks, with one more 3x3 layer
+# at full resolution in the generator, ten times the recipe's R1 and R2 weights, batches of 128, no
+# packing, and the last part of the run decaying; 15,000 steps, the former DCGAN-based preset's.
+# Why each value: docs/studies/2026-12-06-stacked-mnist-recipe.md and
+# docs/studies/2026-12-08-stacked-mnist-full-resolution-layer.md (and, for the batch, the decay and
+# no packing, docs/studies/2026-11-28-stacked-mnist-preset.md and
 # docs/studies/2026-11-29-stacked-mnist-no-packing.md); the benchmark: benchmarks/stacked_mnist.py.
 PRESETS["stackedmnist"] = dict(
-    _DCGAN_IMAGES, **dict(_IMAGE_RECIPE, r1_gamma=1.0, r2_gamma=1.0), pack=1, batch_size=128, steps=15_000, lr_decay=0.3, best_metric="kl",
+    _DCGAN_IMAGES, **dict(_IMAGE_RECIPE, r1_gamma=1.0, r2_gamma=1.0), g_extra_layers=1, pack=1, batch_size=128, steps=15_000, lr_decay=0.3,
+    best_metric="kl",
 )
 
 # Tables of mixed columns (docs/TABLES.md): a residual MLP generator with BatchNorm and an MLP
