@@ -1,18 +1,17 @@
 """Stacked MNIST mode-collapse benchmark (PacGAN protocol) next to PacGAN's Table 2.
 
-Trains on `stackedmnist:PATH` (three independent MNIST digits as R, G, B: 1,000 modes)
-with ganforge's `stackedmnist` preset (DCGAN-sized nets, the generator with one more 3x3 layer
-at full resolution, trained with the image recipe: the relativistic pairing loss, R1 and R2
+Trains on `stackedmnist:PATH` (three independent MNIST digits as R, G, B: 1,000 modes) with
+ganforge's `stackedmnist` preset (DCGAN-sized nets, the generator with one more 3x3 layer at
+full resolution, trained with the image recipe: the relativistic pairing loss, R1 and R2
 penalties on every 8th D step, Adam without momentum and an EMA generator; batches of 128,
-15,000 steps, the last 30 % decaying, no packing) in bf16,
-any key overridable with `--set` (`--pack`, `--steps`: shorthands); draws 26,000 samples
-from each exported generator, reads each channel with the shipped `mnist28` classifier and
-reports the modes captured (distinct digit triples) and the KL of the triple histogram
-against uniform over 1,000; the same samples read by the second reader `mnist28b` (another
-design, seed and augmentation, trained independently: scripts/train_classifiers.py) give the
-second KL, so a score does not rest on how one classifier breaks ties between ambiguous digits.
-Prints mean ± standard error over the seeds as a Markdown table beside the published rows
-(Lin et al. 2018, Table 2).
+15,000 steps, the last 30 % decaying, no packing) in bf16, any key overridable with `--set`
+(`--pack`, `--steps`: shorthands); draws 26,000 samples from each exported generator, reads each
+channel with the shipped `mnist28` classifier and reports the modes captured (distinct digit
+triples) and the KL of the triple histogram against uniform over 1,000; the same samples read by
+the second reader `mnist28b` (another design, seed and augmentation, trained independently:
+scripts/train_classifiers.py) give the second KL, so a score does not rest on how one classifier
+breaks ties between ambiguous digits. Prints mean ± standard error over the seeds as a Markdown
+table beside the published rows (Lin et al. 2018, Table 2).
 
     python benchmarks/stacked_mnist.py --threads 2 --seeds 2            # one seed of the preset's row in docs/BENCHMARKS.md
     python benchmarks/stacked_mnist.py --threads 2 --seeds 2 --set g_extra_layers=0   # the preset before that layer
