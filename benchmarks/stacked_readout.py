@@ -39,7 +39,7 @@ from ganforge.checkpoint import load_checkpoint
 from ganforge.data.images import load_mnist
 from ganforge.ema import recalibrate_batchnorm
 from ganforge.errors import GanforgeError
-from ganforge.evaluate import STACKED_SAMPLES, stacked_digits
+from ganforge.evaluate import STACKED_SAMPLES
 from ganforge.export import SampleableGenerator, cluster_draw
 from ganforge.features import extract, load_classifier
 from ganforge.metrics.modes import stacked_mnist_mode_stats
@@ -72,11 +72,12 @@ def degraded(images: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def readout(images: np.ndarray, classifier, reader) -> dict:
-    """(n, 1, 28, 28) digits in [0, 1] -> histograms (%: all, read surely), ambiguous share and agreement with `reader`."""
+    """(n, 1, 28, 28) digits in [0, 1] -> the digits read, histograms (%: all, read surely), ambiguous share and agreement with `reader`."""
     probabilities = extract(classifier, torch.as_tensor(images)).probabilities
     digits, votes = probabilities.argmax(axis=1), reader(images)
     sure = probabilities.max(axis=1) >= SURE
     return {
+        "digits": digits,
         "histogram_percent": _percent(digits),
         "sure_histogram_percent": _percent(digits[sure]),
         "ambiguous": float(1 - sure.mean()),
@@ -142,8 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         histogram, sure, votes = (" ".join(f"{v:.1f}" for v in row[key])
                                   for key in ("histogram_percent", "sure_histogram_percent", "reader_histogram_percent"))
         print(f"| {name} | {histogram} | {row['ambiguous']:.1%} | {sure} | {row['agreement']:.1%} | {votes} |")
-    # The benchmark's score of these samples by this reader: what `ganforge eval` reports, for a checkpoint too.
-    modes = stacked_mnist_mode_stats(stacked_digits(torch.as_tensor(samples), classifier))
+    # The benchmark's score of these samples by this reader (the channels' digits read above): what
+    # `ganforge eval` reports, for a checkpoint too.
+    modes = stacked_mnist_mode_stats(np.stack([rows[f"generated, channel {name}"]["digits"] for name in "RGB"], axis=1))
     print(f"read by {args.classifier}: {modes['modes']} of 1,000 modes, KL {modes['kl']:.4f}, "
           f"channels' digit KLs {', '.join(f'{v:.4f}' for v in modes['channel_kl'])}")
     return 0
